@@ -1,0 +1,1 @@
+"""Offline training and evaluation (driven by ``moe-perception train`` / ``evaluate``)."""
