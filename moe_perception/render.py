@@ -137,3 +137,24 @@ def frame_outputs(
     if "confidence" in wanted:
         outputs["confidence"] = confidence_image(driving)
     return outputs
+
+
+def camera_namespace(input_topic: str) -> str:
+    """The camera's namespace of an image topic.
+
+    ``/cam_front/image_raw`` and ``/cam_front/image_raw/compressed`` -> ``/cam_front``;
+    a topic with no namespace (``/image``) -> ``""``.
+    """
+    parts = [part for part in input_topic.split("/") if part]
+    if parts and parts[-1] in ("compressed", "compressedDepth", "theora"):
+        parts = parts[:-1]
+    return "/" + "/".join(parts[:-1]) if len(parts) > 1 else ""
+
+
+def output_topic(input_topic: str, output: str) -> str:
+    """Topic of one output of a camera: ``<camera namespace>/segmentation/<output>``.
+
+    The node and ``process-bag`` both name their outputs through this function, e.g.
+    ``/cam_front/image_raw`` -> ``/cam_front/segmentation/overlay``.
+    """
+    return f"{camera_namespace(input_topic)}/segmentation/{output}"
