@@ -7,6 +7,7 @@ at a quarter of the input resolution: the mixture fuses there and upsamples once
 from __future__ import annotations
 
 import re
+import warnings
 from pathlib import Path
 
 import torch
@@ -42,13 +43,17 @@ class Expert(nn.Module):
         super().__init__()
         import segmentation_models_pytorch as smp
 
-        net = smp.DeepLabV3Plus(
-            encoder_name=encoder_name,
-            encoder_weights=None,
-            classes=num_classes,
-            decoder_channels=decoder_channels,
-            decoder_aspp_dropout=dropout,
-        )
+        with warnings.catch_warnings():
+            # smp deprecates the `timm-` names in favour of `tu-`, but only `timm-` encoders
+            # match the shipped EfficientNet-Lite0 weights key for key.
+            warnings.filterwarnings("ignore", "`timm-` encoders are deprecated")
+            net = smp.DeepLabV3Plus(
+                encoder_name=encoder_name,
+                encoder_weights=None,
+                classes=num_classes,
+                decoder_channels=decoder_channels,
+                decoder_aspp_dropout=dropout,
+            )
         self.encoder = net.encoder
         self.decoder = net.decoder
         # smp's head is a 1x1 conv followed by an upsampling we do ourselves, once.

@@ -98,18 +98,24 @@ class MixtureOfExperts(nn.Module):
         expert_logits = torch.stack(logits, dim=1)  # (B, K, C, h, w)
         weights = self.gate(torch.cat(features, dim=1))
         batch, k, c, h, w = expert_logits.shape
-        if self.gate.kind == "classwise":
-            fused = (weights * expert_logits).sum(dim=1)
-        else:
-            fused = (weights.unsqueeze(2) * expert_logits).sum(dim=1)
-        if self.refine is not None:
-            fused = fused + self.refine(fused)
         size = (images.shape[2], images.shape[3])
         flat_experts = expert_logits.flatten(1, 2)
         class_weights = None
         if self.gate.kind == "spatial":
-            fused, flat_experts, weights = _upsample_together(size, fused, flat_experts, weights)
+            # Per-pixel weights do not commute with upsampling: fuse at full resolution
+            # so that the fused logits are exactly the weighted sum of what is returned.
+            low_weights = weights
+            flat_experts, weights = _upsample_together(size, flat_experts, weights)
+            fused = (weights.unsqueeze(2) * flat_experts.view(batch, k, c, *size)).sum(dim=1)
+            if self.refine is not None:
+                low_fused = (low_weights.unsqueeze(2) * expert_logits).sum(dim=1)
+                fused = fused + _upsample(self.refine(low_fused), size)
         else:
+            # Image-level weights commute with upsampling: fuse small, upsample once.
+            broadcast = weights if self.gate.kind == "classwise" else weights.unsqueeze(2)
+            fused = (broadcast * expert_logits).sum(dim=1)
+            if self.refine is not None:
+                fused = fused + self.refine(fused)
             fused, flat_experts = _upsample_together(size, fused, flat_experts)
         if self.gate.kind == "classwise":
             class_weights = weights.view(batch, k, c)
