@@ -52,6 +52,7 @@ setup(
             "hypothesis>=6.80",
             "ruff>=0.5",
             "torchmetrics>=1.3",
+            "catkin_pkg>=1.0",
         ],
         "onnx": ["onnx>=1.16", "onnxruntime>=1.18"],
     },
