@@ -8,12 +8,14 @@ from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 from functools import cache
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
-from moe_perception.segmenter import Segmentation
-from moe_perception.uncertainty import MAP_NAMES
+from moe_perception.uncertainty.maps import MAP_NAMES
+
+if TYPE_CHECKING:
+    from moe_perception.segmenter import Segmentation
 
 ColorMap = Literal["turbo", "gray"]
 COLOR_MAPS: tuple[ColorMap, ...] = ("turbo", "gray")

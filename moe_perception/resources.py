@@ -21,7 +21,7 @@ def share_dirs() -> list[Path]:
 
         try:
             candidates.append(Path(get_package_share_directory(PACKAGE)))
-        except PackageNotFoundError:
+        except (PackageNotFoundError, OSError):  # OSError: AMENT_PREFIX_PATH unset
             pass
     except ImportError:
         pass
