@@ -114,7 +114,8 @@ def frame_outputs(
     unknown = sorted(set(wanted) - set(IMAGE_OUTPUTS))
     if unknown:
         raise ValueError(f"unknown outputs {unknown}; choose from {IMAGE_OUTPUTS}")
-    if confidence_map not in segmentation.maps:
+    driven = "confidence" in wanted or "uncertainty_color" in wanted
+    if driven and confidence_map not in segmentation.maps:
         raise ValueError(
             f"confidence map {confidence_map!r} was not computed; have {sorted(segmentation.maps)}"
         )
@@ -133,12 +134,23 @@ def frame_outputs(
     for name in MAP_NAMES:
         if f"uncertainty/{name}" in wanted:
             outputs[f"uncertainty/{name}"] = segmentation.maps[name].astype(np.float32, copy=False)
-    driving = segmentation.maps[confidence_map]
+    driving = segmentation.maps[confidence_map] if driven else None
     if "uncertainty_color" in wanted:
         outputs["uncertainty_color"] = blend(image, colorize_map(driving, colormap), alpha)
     if "confidence" in wanted:
         outputs["confidence"] = confidence_image(driving)
     return outputs
+
+
+def gate_weights_label(expert_names: Sequence[str]) -> str:
+    """The label of a gate_weights message's one dimension: ``experts:daylight,dusk``.
+
+    The node and ``process-bag`` both label their Float32MultiArray through this.
+    """
+    for name in expert_names:
+        if "," in name:
+            raise ValueError(f"expert name {name!r} contains a comma")
+    return "experts:" + ",".join(expert_names)
 
 
 def camera_namespace(input_topic: str) -> str:

@@ -15,6 +15,8 @@ from typing import Any, Literal
 
 import numpy as np
 
+from moe_perception.render import gate_weights_label
+
 # Encodings whose pixels are one of these numpy layouts: (dtype, channels).
 _ENCODINGS: dict[str, tuple[str, int]] = {
     "rgb8": ("u1", 3),
@@ -30,9 +32,6 @@ _ENCODINGS: dict[str, tuple[str, int]] = {
 }
 ImageEncoding = Literal["rgb8", "mono8", "32FC1"]
 DistortionModel = Literal["plumb_bob", "equidistant"]
-
-# The label of the one dimension of a gate_weights message: "experts:<name>,<name>,..".
-GATE_WEIGHTS_LABEL_PREFIX = "experts:"
 
 
 @cache
@@ -189,14 +188,6 @@ def make_camera_info(
 def make_float32(value: float) -> Any:
     """A ``std_msgs/Float32``."""
     return _types()["std_msgs/msg/Float32"](data=float(value))
-
-
-def gate_weights_label(expert_names: Sequence[str]) -> str:
-    """The dimension label of a gate_weights message: ``experts:daylight,dusk``."""
-    for name in expert_names:
-        if "," in name:
-            raise ValueError(f"expert name {name!r} contains a comma")
-    return GATE_WEIGHTS_LABEL_PREFIX + ",".join(expert_names)
 
 
 def make_gate_weights(weights: np.ndarray, expert_names: Sequence[str]) -> Any:

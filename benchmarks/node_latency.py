@@ -1,0 +1,244 @@
+"""Benchmark of the segmenter node against a bare ``Segmenter`` call, in one run.
+
+Not a test. On the same frames (the shipped CamVid sample bag unless ``--bag``), it
+measures:
+
+1. ``Segmenter`` alone, and ``Segmenter`` + ``render.frame_outputs`` (the node's work);
+2. the node end to end over DDS: publish one frame, wait for all its outputs, repeat;
+3. the node's resident memory while it is sent ``--memory-frames`` frames at ``--rate``
+   Hz (the node drops what it cannot process; memory must stay flat).
+
+    python3 benchmarks/node_latency.py --model models/moe_camvid_k2.pt --device cpu
+
+Prints a JSON report (also written to ``--out`` if given).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+
+def rss_mib(pid: int) -> float:
+    """Resident memory of a process, MiB (Linux)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024.0
+    raise RuntimeError(f"no VmRSS for process {pid}")
+
+
+def summary(values_ms: list[float]) -> dict[str, float]:
+    ordered = sorted(values_ms)
+    return {
+        "n": len(ordered),
+        "mean": round(statistics.fmean(ordered), 1),
+        "median": round(statistics.median(ordered), 1),
+        "p90": round(ordered[int(0.9 * (len(ordered) - 1))], 1),
+        "max": round(ordered[-1], 1),
+    }
+
+
+def bare_latency(
+    model: Path, images: list[np.ndarray], device: str, repeats: int
+) -> dict[str, Any]:
+    from moe_perception.render import IMAGE_OUTPUTS, frame_outputs, palette_lut
+    from moe_perception.segmenter import Segmenter
+
+    segmenter = Segmenter.from_checkpoint(model, device=device)
+    palette = palette_lut(segmenter.metadata.class_colors)
+    segmenter(images[0])  # warm-up
+    alone, rendered = [], []
+    for i in range(repeats):
+        image = images[i % len(images)]
+        start = time.perf_counter()
+        segmentation = segmenter(image)
+        middle = time.perf_counter()
+        frame_outputs(image, segmentation, palette, IMAGE_OUTPUTS)
+        end = time.perf_counter()
+        alone.append((middle - start) * 1000)
+        rendered.append((end - start) * 1000)
+    return {"segmenter_ms": summary(alone), "segmenter_and_render_ms": summary(rendered)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", help="checkpoint (default: the shipped model)")
+    parser.add_argument("--bag", help="rosbag2 with the frames (default: the shipped sample)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads, both sides")
+    parser.add_argument("--latency-frames", type=int, default=48)
+    parser.add_argument("--memory-frames", type=int, default=5000)
+    parser.add_argument("--rate", type=float, default=50.0, help="Hz of the memory phase")
+    parser.add_argument("--default-dds", action="store_true", help="no Fast DDS profile")
+    parser.add_argument("--out", help="also write the JSON report here")
+    args = parser.parse_args(argv)
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    from moe_perception.render import IMAGE_OUTPUTS, output_topic
+    from moe_perception.resources import default_model_path
+    from moe_perception.ros.demo import FASTDDS_PROFILE, SAMPLE_DIR, read_bag_frames, ros_message
+
+    model = Path(args.model) if args.model else default_model_path()
+    sequence = read_bag_frames(Path(args.bag) if args.bag else SAMPLE_DIR, limit=1000)
+    images = [np.ascontiguousarray(frame.image) for frame in sequence.frames]
+    report: dict[str, Any] = {
+        "model": str(model),
+        "device": args.device,
+        "threads": args.threads,
+        "frames": f"{len(images)} frames of {sequence.topic}, {images[0].shape[1]}x"
+        f"{images[0].shape[0]}",
+        "cpu": os.cpu_count(),
+    }
+    print(f"bare Segmenter on {len(images)} frames ...", file=sys.stderr)
+    report["bare"] = bare_latency(model, images, args.device, args.latency_frames)
+
+    import rclpy
+    from rclpy.context import Context
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.node import Node
+    from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+    from sensor_msgs.msg import Image
+    from std_msgs.msg import String
+
+    topic = "/bench_camera/image_raw"
+    with tempfile.TemporaryDirectory(prefix="moe_bench_") as scratch:
+        params = Path(scratch) / "params.yaml"
+        parameters = {
+            "model_path": str(model.resolve()),
+            "device": args.device,
+            "cpu_threads": args.threads,
+            "image_topics": [topic],
+            "input_reliability": "reliable",
+            "diagnostics_period": 1.0,
+        }
+        params.write_text(yaml.safe_dump({"/**": {"ros__parameters": parameters}}))
+        environment = dict(os.environ)
+        if not args.default_dds:
+            profile = Path(scratch) / "fastdds.xml"
+            profile.write_text(FASTDDS_PROFILE)
+            environment["FASTDDS_DEFAULT_PROFILES_FILE"] = str(profile)
+        node_log = (Path(scratch) / "node.log").open("wb")
+        process = subprocess.Popen(
+            [sys.executable, "-m", "moe_perception.ros.node", "--ros-args", "-r",
+             "__node:=bench_segmenter", "--params-file", str(params)],
+            stdout=node_log, stderr=subprocess.STDOUT, env=environment,
+        )  # fmt: skip
+        context = Context()
+        rclpy.init(context=context)
+        try:
+            node = Node("bench_player", context=context)
+            executor = SingleThreadedExecutor(context=context)
+            executor.add_node(node)
+            arrivals: dict[tuple[int, int], dict[str, float]] = defaultdict(dict)
+            ready: list[str] = []
+
+            def record(name: str) -> Any:
+                def callback(message: Any) -> None:
+                    stamp = message.header.stamp
+                    arrivals[(stamp.sec, stamp.nanosec)][name] = time.monotonic()
+
+                return callback
+
+            reliable = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
+            for name in IMAGE_OUTPUTS:
+                node.create_subscription(Image, output_topic(topic, name), record(name), reliable)
+            latched = QoSProfile(
+                depth=1,
+                reliability=ReliabilityPolicy.RELIABLE,
+                durability=DurabilityPolicy.TRANSIENT_LOCAL,
+            )
+            node.create_subscription(
+                String, "/segmentation/class_info", lambda m: ready.append(m.data), latched
+            )
+            publisher = node.create_publisher(Image, topic, reliable)
+
+            def spin_until(done: Any, timeout: float) -> bool:
+                deadline = time.monotonic() + timeout
+                while not done():
+                    if time.monotonic() > deadline or process.poll() is not None:
+                        return False
+                    executor.spin_once(timeout_sec=0.01)
+                return True
+
+            if not spin_until(lambda: ready and publisher.get_subscription_count(), 300):
+                raise SystemExit("the node did not start; see its log")
+            spin_until(lambda: False, 2.0)  # let discovery settle both ways
+            messages = [ros_message(frame, sequence.msgtype) for frame in sequence.frames]
+
+            print("node end to end ...", file=sys.stderr)
+            end_to_end = []
+            for i in range(args.latency_frames + 1):
+                message = messages[i % len(messages)]
+                message.header.stamp = node.get_clock().now().to_msg()
+                key = (message.header.stamp.sec, message.header.stamp.nanosec)
+                sent = time.monotonic()
+                publisher.publish(message)
+                complete = spin_until(lambda key=key: len(arrivals[key]) == len(IMAGE_OUTPUTS), 60)
+                if complete and i > 0:  # the first frame warms the node up
+                    end_to_end.append((max(arrivals[key].values()) - sent) * 1000)
+                arrivals.clear()
+            report["node_end_to_end_ms"] = summary(end_to_end)
+            report["node_overhead_ms"] = round(
+                report["node_end_to_end_ms"]["median"]
+                - report["bare"]["segmenter_and_render_ms"]["median"],
+                1,
+            )
+
+            print(f"memory over {args.memory_frames} frames ...", file=sys.stderr)
+            memory = [(0, round(rss_mib(process.pid), 1))]
+            period = 1.0 / args.rate
+            next_send = time.monotonic()
+            answered = 0
+            for i in range(1, args.memory_frames + 1):
+                message = messages[i % len(messages)]
+                message.header.stamp = node.get_clock().now().to_msg()
+                publisher.publish(message)
+                next_send += period
+                while time.monotonic() < next_send:
+                    executor.spin_once(timeout_sec=max(0.0, next_send - time.monotonic()))
+                answered += sum(1 for outputs in arrivals.values() if "labels" in outputs)
+                arrivals.clear()
+                if i % 250 == 0:
+                    memory.append((i, round(rss_mib(process.pid), 1)))
+            report["memory"] = {
+                "rate_hz": args.rate,
+                "frames_sent": args.memory_frames,
+                "frames_answered": answered,
+                "rss_mib_by_frames_sent": memory,
+                # Allocators and caches settle in the first fifth; growth after that
+                # would be a leak.
+                "rss_growth_after_first_fifth_mib": round(
+                    memory[-1][1] - next(m for n, m in memory if n >= args.memory_frames // 5),
+                    1,
+                ),
+            }
+        finally:
+            rclpy.try_shutdown(context=context)
+            if process.poll() is None:
+                process.send_signal(signal.SIGINT)
+                process.wait(timeout=30)
+            node_log.close()
+    text = json.dumps(report, indent=2)
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
