@@ -53,8 +53,13 @@ setup(
             "ruff>=0.5",
             "torchmetrics>=1.3",
             "catkin_pkg>=1.0",
+            # The ONNX parity test (test/benchmark/test_benchmark_onnx.py) runs in CI.
+            "onnx>=1.16",
+            "onnxruntime>=1.18",
+            "onnxscript>=0.5",
         ],
-        "onnx": ["onnx>=1.16", "onnxruntime>=1.18"],
+        # onnxscript: torch's ONNX exporter (dynamo) needs it to write the graph.
+        "onnx": ["onnx>=1.16", "onnxruntime>=1.18", "onnxscript>=0.5"],
     },
     entry_points={
         "console_scripts": [

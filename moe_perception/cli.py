@@ -43,10 +43,11 @@ def build_parser() -> argparse.ArgumentParser:
     info.set_defaults(handler=_info)
     # Each part registers its own subcommands; their heavy imports happen in the handlers.
     from moe_perception.bags.cli import register as register_bags
+    from moe_perception.benchmark.cli import register as register_benchmark
     from moe_perception.ros.cli import register as register_ros
     from moe_perception.training.cli import register as register_training
 
-    for register in (register_training, register_ros, register_bags):
+    for register in (register_training, register_ros, register_bags, register_benchmark):
         register(commands)
     return parser
 

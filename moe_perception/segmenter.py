@@ -187,7 +187,9 @@ class Segmenter:
                 )
             planes = planes[0]
             c = logits.shape[1]
-            labels = planes[:c].argmax(dim=0).to(torch.uint8).cpu().numpy()
+            # max(dim).indices: the same first-maximum rule as argmax, several times faster
+            # on the CPU over the class dimension.
+            labels = planes[:c].max(dim=0).indices.to(torch.uint8).cpu().numpy()
             values = planes[c:].clamp(0.0, 1.0).cpu().numpy()
             # Image-level routing over the image itself, not the padding.
             weights = output.gate_weights[i].float()

@@ -138,4 +138,5 @@ def max_softmax_uncertainty(probs: Tensor) -> Tensor:
         - probs: (B, C, H, W).
         - Output: (B, H, W).
     """
-    return 1.0 - probs.amax(dim=1)
+    # A mixture can sum to 1 + rounding, so its largest probability can exceed 1 by ~1e-7.
+    return (1.0 - probs.amax(dim=1)).clamp(0.0, 1.0)

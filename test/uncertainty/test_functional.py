@@ -163,3 +163,25 @@ def test_reference_implementation_on_one_pixel() -> None:
     assert expert_variance(probs, weights).item() == pytest.approx(expected_ev, abs=1e-12)
     expected_ge = -(w1 * math.log(w1) + w2 * math.log(w2)) / math.log(2)
     assert gate_entropy(weights).item() == pytest.approx(expected_ge, abs=1e-12)
+
+
+@pytest.mark.parametrize("spatial", [False, True])
+def test_one_pass_in_blocks_equals_the_pure_functions(spatial: bool) -> None:
+    # 150 x 250 pixels span several blocks of the CPU path; the corners hold exact ties
+    # (uniform logits) and probabilities that underflow to 0.
+    generator = torch.Generator().manual_seed(5)
+    logits = torch.randn(2, 3, 7, 150, 250, generator=generator) * 6
+    logits[0, :, :, :4, :4] = 0.0
+    logits[1, 0, 2, :4, :4] = 200.0
+    shape = (2, 3, 150, 250) if spatial else (2, 3, 1, 1)
+    weights = (torch.randn(shape, generator=generator) * 3).softmax(dim=1)
+    output = ModelOutput(logits=logits.mean(dim=1), expert_logits=logits, gate_weights=weights)
+    maps = uncertainty_maps(output, 1.3)
+    probs = (logits / 1.3).softmax(dim=2)
+    mixture = mixture_probs(probs, weights)
+    torch.testing.assert_close(maps.probs, mixture)
+    torch.testing.assert_close(maps.predictive_entropy, predictive_entropy(mixture))
+    torch.testing.assert_close(maps.mutual_information, mutual_information(probs, weights))
+    torch.testing.assert_close(maps.expert_variance, expert_variance(probs, weights))
+    torch.testing.assert_close(maps.gate_entropy, gate_entropy(weights).expand(2, 150, 250))
+    torch.testing.assert_close(maps.max_softmax, max_softmax_uncertainty(mixture))
