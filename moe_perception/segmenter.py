@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -125,7 +126,11 @@ class Segmenter:
             max(1, min(net_h, round(height * scale))),
             max(1, min(net_w, round(width * scale))),
         )
-        tensor = torch.from_numpy(image).to(self.device).permute(2, 0, 1).float()
+        with warnings.catch_warnings():
+            # Read-only input (a zero-copy view of a ROS message) is only read: the
+            # float conversion below makes the tensor we work on.
+            warnings.filterwarnings("ignore", "The given NumPy array is not writable")
+            tensor = torch.from_numpy(image).to(self.device).permute(2, 0, 1).float()
         tensor = (tensor - self._mean) / self._std
         if size != (height, width):
             tensor = F.interpolate(

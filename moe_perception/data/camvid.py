@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from moe_perception.data.common import IGNORE_INDEX, SegmentationSample, read_mask, read_rgb
+from moe_perception.data.splits import select_fraction
 
 CAMVID_CLASSES: tuple[str, ...] = (
     "Sky",
@@ -51,6 +52,8 @@ class CamVid:
         splits: which splits to read, e.g. ``("train", "val")``.
         sequences: keep only frames of these recording sequences (``None``: all).
         files: keep only these frame stems (``None``: all).
+        fraction: keep this part of each sequence in file-name order, e.g. ``(0, 0.8)``
+            (see :mod:`moe_perception.data.splits`; ``None``: all).
 
     Raises:
         FileNotFoundError: a split folder or a frame's label is missing.
@@ -66,6 +69,7 @@ class CamVid:
         splits: Sequence[str] = ("train",),
         sequences: Sequence[str] | None = None,
         files: Sequence[str] | None = None,
+        fraction: Sequence[float] | None = None,
     ) -> None:
         self.root = Path(root)
         self.items: list[tuple[Path, Path]] = []
@@ -85,10 +89,13 @@ class CamVid:
                 if not label.is_file():
                     raise FileNotFoundError(f"CamVid label missing for {image}: {label}")
                 self.items.append((image, label))
+        self.items = select_fraction(
+            self.items, lambda i: camvid_sequence(i[0].name), lambda i: i[0].name, fraction
+        )
         if not self.items:
             raise ValueError(
                 f"no CamVid frames in {self.root} for splits={list(splits)}, "
-                f"sequences={sequences}, files={'given' if files else None}"
+                f"sequences={sequences}, files={'given' if files else None}, fraction={fraction}"
             )
 
     def __len__(self) -> int:

@@ -24,7 +24,7 @@ def read_rgb(path: str | Path) -> np.ndarray:
     from PIL import Image
 
     with Image.open(path) as image:
-        return np.asarray(image.convert("RGB"))
+        return np.array(image.convert("RGB"))  # writable: torch.from_numpy needs that
 
 
 def read_mask(path: str | Path) -> np.ndarray:

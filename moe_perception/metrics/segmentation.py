@@ -66,3 +66,13 @@ class ConfusionMatrix:
 
     def pixel_accuracy(self) -> float:
         return float(self.matrix.diagonal().sum() / self.matrix.sum().clamp(min=1))
+
+
+def miou_from_confusion(matrix: Tensor) -> float:
+    """Mean IoU over the classes present in target or prediction; NaN if none.
+
+    Shape:
+        - matrix: (C, C), rows = target, columns = prediction.
+    """
+    iou = iou_from_confusion(matrix)
+    return float(iou.nanmean()) if bool((~iou.isnan()).any()) else float("nan")

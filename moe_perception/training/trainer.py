@@ -19,22 +19,24 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from moe_perception.checkpoint import CheckpointMetadata, save_checkpoint
-from moe_perception.data import CAMVID_CLASSES, CAMVID_COLORS, IGNORE_INDEX, CamVid
+from moe_perception.data import CAMVID_CLASSES, CAMVID_COLORS, IGNORE_INDEX
 from moe_perception.data.transforms import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     normalize,
     random_scale_crop_flip,
+    resize_pair,
     to_tensors,
 )
 from moe_perception.metrics import ConfusionMatrix
 from moe_perception.model import ArchConfig, Expert, MixtureOfExperts, build_model
-from moe_perception.training.config import Subset, TrainConfig
+from moe_perception.training.config import DataConfig, Subset, TrainConfig
 
 
 @dataclass(frozen=True)
 class Frames:
-    """Frames held in memory: images float (N, 3, H, W) in [0, 1], labels long (N, H, W)."""
+    """Frames held in memory: images (N, 3, H, W), float in [0, 1] or uint8 (see
+    :func:`as_float`), labels long (N, H, W)."""
 
     images: Tensor
     labels: Tensor
@@ -44,16 +46,78 @@ class Frames:
         return len(self.names)
 
 
-def load_frames(root: str | Path, subset: Subset) -> Frames:
-    """Read a subset of CamVid into memory (701 frames at 480x360 is about 1.4 GB)."""
-    dataset = CamVid(root, subset.splits, subset.sequences, subset.files)
+def as_float(images: Tensor) -> Tensor:
+    """Images as float in [0, 1], whether held as float or as uint8."""
+    return images.float() / 255.0 if images.dtype == torch.uint8 else images
+
+
+def load_frames(root: str | Path, subset: Subset, data: DataConfig | None = None) -> Frames:
+    """Read a subset into memory (701 CamVid frames at 480x360 is about 1.4 GB as float).
+
+    Args:
+        root: the dataset folder.
+        subset: which frames.
+        data: dataset name, label mapping and ``cache_size``; ``None``: CamVid, full size.
+            With a ``cache_size`` the frames are scaled to it and held as uint8.
+    """
+    from moe_perception.data import open_dataset
+
+    data = data or DataConfig(root=str(root))
+    dataset = open_dataset(
+        data.dataset,
+        root,
+        subset.splits,
+        subset.sequences,
+        subset.files,
+        subset.fraction,
+        data.a2d2_mapping,
+    )
     images, labels, names = [], [], []
     for sample in dataset:
         image, label = to_tensors(sample.image, sample.label)
+        if data.cache_size is not None:
+            image, label = resize_pair(image, label, data.cache_size)
+            image = (image * 255.0).round().clamp(0, 255).to(torch.uint8)
         images.append(image)
         labels.append(label)
         names.append(sample.name)
+    sizes = {tuple(image.shape) for image in images}
+    if len(sizes) > 1:
+        raise ValueError(
+            f"frames of {subset.describe()} in {root} differ in size {sorted(sizes)}: set "
+            "data.cache_size to hold them at one size"
+        )
     return Frames(torch.stack(images), torch.stack(labels), tuple(names))
+
+
+def dataset_classes(data: DataConfig) -> tuple[tuple[str, ...], tuple[tuple[int, int, int], ...]]:
+    """Class names and colours of the configured dataset (A2D2 reads its class list)."""
+    if data.dataset == "camvid":
+        return CAMVID_CLASSES, CAMVID_COLORS
+    if data.dataset == "cityscapes":
+        from moe_perception.data.cityscapes import CITYSCAPES_CLASSES, CITYSCAPES_COLORS
+
+        return CITYSCAPES_CLASSES, CITYSCAPES_COLORS
+    from moe_perception.data.a2d2 import (
+        A2D2_CATEGORIES,
+        A2D2_COARSE_CLASSES,
+        A2D2_COARSE_COLORS,
+        A2D2_MAPPINGS,
+        color_table,
+        read_class_list,
+    )
+
+    if data.a2d2_mapping not in A2D2_MAPPINGS:
+        raise ValueError(
+            f"unknown A2D2 mapping {data.a2d2_mapping!r}; choose from {A2D2_MAPPINGS}"
+        )
+    if data.a2d2_mapping == "coarse":
+        return A2D2_COARSE_CLASSES, A2D2_COARSE_COLORS
+    table = color_table(read_class_list(Path(data.root) / "class_list.json"), "paper38")
+    first: dict[int, tuple[int, int, int]] = {}
+    for code, class_id in sorted(table.items()):
+        first.setdefault(class_id, ((code >> 16) & 255, (code >> 8) & 255, code & 255))
+    return A2D2_CATEGORIES, tuple(first.get(i, (0, 0, 0)) for i in range(len(A2D2_CATEGORIES)))
 
 
 @dataclass(frozen=True)
@@ -91,7 +155,7 @@ def _batches(
         chosen = order[step * per_step : (step + 1) * per_step][dist.rank :: dist.world_size]
         pairs = [
             random_scale_crop_flip(
-                frames.images[i],
+                as_float(frames.images[i]),
                 frames.labels[i],
                 config.data.input_size,
                 config.data.crop_size,
@@ -120,9 +184,9 @@ def validate(
     """mIoU of ``model`` (an Expert or any full model) at the labels' full resolution."""
     was_training = model.training
     model.eval()
-    matrix = ConfusionMatrix(len(CAMVID_CLASSES))
+    matrix: ConfusionMatrix | None = None
     for start in range(0, len(frames), batch):
-        images = frames.images[start : start + batch]
+        images = as_float(frames.images[start : start + batch])
         labels = frames.labels[start : start + batch]
         small = F.interpolate(images, size=input_size, mode="bilinear", align_corners=False)
         output = model(normalize(small, IMAGENET_MEAN, IMAGENET_STD))
@@ -130,9 +194,11 @@ def validate(
         logits = F.interpolate(
             logits, size=labels.shape[-2:], mode="bilinear", align_corners=False
         )
+        if matrix is None:
+            matrix = ConfusionMatrix(logits.shape[1])
         matrix.update(logits.argmax(1), labels)
     model.train(was_training)
-    return matrix.miou()
+    return matrix.miou() if matrix is not None else float("nan")
 
 
 def _poly_lr(base: float, step: int, total: int) -> float:
@@ -170,6 +236,10 @@ def _train_stage(
     from tqdm import tqdm
 
     state_path = out_dir / f"state_{stage}.pt"
+    if len(frames) < dist.world_size:
+        raise ValueError(
+            f"{stage}: {len(frames)} training frames cannot feed {dist.world_size} processes"
+        )
     optimizer = torch.optim.AdamW(parameters, lr=lr, weight_decay=config.weight_decay)
     generator = torch.Generator().manual_seed(config.seed)
     start_epoch = 0
@@ -178,6 +248,8 @@ def _train_stage(
         module.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         generator.set_state(state["generator"])
+        if "torch_rng" in state:  # dropout draws; absent in states of older runs
+            torch.set_rng_state(state["torch_rng"])
         start_epoch = int(state["epoch"])
     trained = module
     if dist.world_size > 1:
@@ -215,6 +287,7 @@ def _train_stage(
                     "model": module.state_dict(),
                     "optimizer": optimizer.state_dict(),
                     "generator": generator.get_state(),
+                    "torch_rng": torch.get_rng_state(),
                     "epoch": epoch + 1,
                 },
                 state_path,
@@ -225,6 +298,7 @@ def _train_stage(
                 loss=sum(losses) / max(len(losses), 1),
                 val_miou=val_miou,
                 seconds=round(time.perf_counter() - started, 1),
+                world_size=dist.world_size,
             )
             print(
                 f"[{stage}] epoch {epoch + 1}/{epochs} loss {sum(losses) / len(losses):.4f}"
@@ -268,7 +342,9 @@ def train(config: TrainConfig, out_dir: str | Path, pretrained: bool | str = Tru
     dist = _setup_distributed()
     logger = _Logger(out_dir, dist.is_main)
     root = config.data.root
-    val_frames = load_frames(root, config.validation) if config.validation.splits else None
+    val_frames = None
+    if config.validation.splits:
+        val_frames = load_frames(root, config.validation, config.data)
     arch = config.model
     expert_arch = ArchConfig(
         kind="single",
@@ -282,6 +358,14 @@ def train(config: TrainConfig, out_dir: str | Path, pretrained: bool | str = Tru
     for stage in config.experts:
         expert = build_model(expert_arch, pretrained=pretrained).experts[0]
         weights = out_dir / f"expert_{stage.name}.pt"
+        if not weights.is_file() and config.experts_from is not None:
+            shared = Path(config.experts_from) / f"expert_{stage.name}.pt"
+            if not shared.is_file():
+                raise FileNotFoundError(
+                    f"experts_from: {shared} not found; train the run that makes "
+                    f"{config.experts_from} first"
+                )
+            weights = shared
         if weights.is_file():
             expert.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
         else:
@@ -292,7 +376,7 @@ def train(config: TrainConfig, out_dir: str | Path, pretrained: bool | str = Tru
                 module=expert,
                 forward_loss=_expert_loss,
                 parameters=list(expert.parameters()),
-                frames=load_frames(root, stage.subset),
+                frames=load_frames(root, stage.subset, config.data),
                 val_frames=val_frames,
                 epochs=stage.epochs,
                 lr=stage.lr or config.lr,
@@ -315,7 +399,7 @@ def train(config: TrainConfig, out_dir: str | Path, pretrained: bool | str = Tru
             module=model,
             forward_loss=_mixture_loss,
             parameters=trainable,
-            frames=load_frames(root, config.gate.subset),
+            frames=load_frames(root, config.gate.subset, config.data),
             val_frames=val_frames,
             epochs=config.gate.epochs,
             lr=config.gate.lr,
@@ -327,10 +411,11 @@ def train(config: TrainConfig, out_dir: str | Path, pretrained: bool | str = Tru
         )
     final = out_dir / "model.pt"
     if dist.is_main:
+        class_names, class_colors = dataset_classes(config.data)
         metadata = CheckpointMetadata(
             arch=arch,
-            class_names=CAMVID_CLASSES,
-            class_colors=CAMVID_COLORS,
+            class_names=class_names,
+            class_colors=class_colors,
             input_size=config.data.input_size,
             mean=IMAGENET_MEAN,
             std=IMAGENET_STD,
@@ -338,12 +423,14 @@ def train(config: TrainConfig, out_dir: str | Path, pretrained: bool | str = Tru
             provenance={
                 "dataset": config.data.dataset,
                 "run": config.name,
-                "experts": {
-                    s.name: {"splits": list(s.subset.splits), "sequences": s.subset.sequences}
-                    for s in config.experts
-                },
+                "experts": {s.name: s.subset.describe() for s in config.experts},
                 **config.provenance,
             },
         )
         save_checkpoint(final, model, metadata)
+    if dist.world_size > 1:
+        import torch.distributed as torch_dist
+
+        torch_dist.barrier()
+        torch_dist.destroy_process_group()
     return final

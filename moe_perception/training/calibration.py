@@ -1,0 +1,205 @@
+"""Temperature scaling fitted on validation with fixed memory.
+
+A :class:`LogitReservoir` keeps a uniform random sample of at most ``capacity`` valid
+pixels over the whole validation set (priority sampling: every pixel draws a random
+key and the largest keys stay), holding each pixel's expert logits, gate weights and
+label. :func:`fit_temperature` then minimises the mixture's NLL over the sample,
+``-ln sum_k w_k softmax(z_k / T)_y``, in ln T: a grid, then golden-section refinement.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from moe_perception.data.common import IGNORE_INDEX
+from moe_perception.model import ModelOutput
+from moe_perception.training.config import DataConfig, Subset
+
+View = Callable[[ModelOutput], ModelOutput]
+
+
+def mixture_log_probs(output: ModelOutput, temperature: float = 1.0) -> Tensor:
+    """ln p of the gate-weighted mixture of the experts' softmax at a temperature.
+
+    Exact in log space (a weight of 0 drops its expert).
+
+    Shape:
+        - output.expert_logits: (B, K, C, H, W); gate weights broadcastable to (B, K, H, W).
+        - Output: (B, C, H, W).
+    """
+    log_probs = (output.expert_logits.float() / temperature).log_softmax(dim=2)
+    log_weights = output.gate_weights.float().log().unsqueeze(2)
+    return torch.logsumexp(log_weights + log_probs, dim=1)
+
+
+class LogitReservoir:
+    """A bounded uniform sample of valid pixels' expert logits, gate weights and labels.
+
+    Args:
+        capacity: most pixels kept.
+        seed: seed of the sampling keys.
+    """
+
+    def __init__(self, capacity: int = 200_000, seed: int = 0) -> None:
+        self.capacity = capacity
+        self.generator = torch.Generator().manual_seed(seed)
+        self.keys = torch.empty(0)
+        self.logits: Tensor | None = None  # (N, K, C)
+        self.weights: Tensor | None = None  # (N, K)
+        self.labels = torch.empty(0, dtype=torch.long)
+        self.seen = 0
+
+    def __len__(self) -> int:
+        return int(self.labels.numel())
+
+    def update(self, output: ModelOutput, labels: Tensor) -> None:
+        """Offer a batch: its output at label resolution and labels (B, H, W)."""
+        batch, k, c, height, width = output.expert_logits.shape
+        valid = (labels != IGNORE_INDEX).reshape(-1).cpu()
+        count = int(valid.sum())
+        if count == 0:
+            return
+        self.seen += count
+        keys = torch.rand(count, generator=self.generator)
+        keep = min(count, self.capacity)
+        top = torch.topk(keys, keep).indices
+        index = valid.nonzero().flatten()[top]
+        logits = output.expert_logits.detach().float().cpu().permute(0, 3, 4, 1, 2)
+        logits = logits.reshape(-1, k, c)[index]
+        weights = output.gate_weights.detach().float().cpu().expand(batch, k, height, width)
+        weights = weights.permute(0, 2, 3, 1).reshape(-1, k)[index]
+        all_keys = torch.cat([self.keys, keys[top]])
+        all_logits = logits if self.logits is None else torch.cat([self.logits, logits])
+        all_weights = weights if self.weights is None else torch.cat([self.weights, weights])
+        all_labels = torch.cat([self.labels, labels.reshape(-1).cpu()[index].long()])
+        if all_keys.numel() > self.capacity:
+            best = torch.topk(all_keys, self.capacity).indices
+            all_keys, all_logits = all_keys[best], all_logits[best]
+            all_weights, all_labels = all_weights[best], all_labels[best]
+        self.keys, self.logits, self.weights, self.labels = (
+            all_keys,
+            all_logits,
+            all_weights,
+            all_labels,
+        )
+
+    def as_output(self) -> tuple[ModelOutput, Tensor]:
+        """The sample as a ModelOutput of N one-pixel images, and labels (N, 1, 1)."""
+        if self.logits is None or self.weights is None:
+            raise ValueError("the reservoir is empty: no valid pixel was offered")
+        expert_logits = self.logits[:, :, :, None, None]
+        weights = self.weights[:, :, None, None]
+        fused = (weights.unsqueeze(2) * expert_logits).sum(dim=1)
+        return ModelOutput(fused, expert_logits, weights), self.labels[:, None, None]
+
+
+def mean_nll(output: ModelOutput, labels: Tensor, temperature: float) -> float:
+    """Mean -ln p_y of the mixture at ``temperature`` over pixels (none ignored)."""
+    log_probs = mixture_log_probs(output, temperature)
+    return float(-log_probs.gather(1, labels[:, None]).mean())
+
+
+def fit_temperature(
+    output: ModelOutput,
+    labels: Tensor,
+    low: float = 0.05,
+    high: float = 20.0,
+    grid: int = 41,
+    iterations: int = 40,
+) -> tuple[float, float, float]:
+    """Temperature minimising the NLL of the mixture on a sample of pixels.
+
+    Args:
+        output: pixels as a ModelOutput (see :meth:`LogitReservoir.as_output`).
+        labels: their labels, (N, 1, 1).
+        low, high: search range of T.
+        grid: points of the initial log-spaced grid.
+        iterations: golden-section steps around the best grid point.
+
+    Returns:
+        (T, NLL at T = 1, NLL at T).
+    """
+    logs = torch.linspace(math.log(low), math.log(high), grid).tolist()
+    values = [mean_nll(output, labels, math.exp(v)) for v in logs]
+    best = min(range(grid), key=values.__getitem__)
+    a, b = logs[max(best - 1, 0)], logs[min(best + 1, grid - 1)]
+    ratio = (math.sqrt(5) - 1) / 2
+    c, d = b - ratio * (b - a), a + ratio * (b - a)
+    fc, fd = mean_nll(output, labels, math.exp(c)), mean_nll(output, labels, math.exp(d))
+    for _ in range(iterations):
+        if fc < fd:
+            b, d, fd = d, c, fc
+            c = b - ratio * (b - a)
+            fc = mean_nll(output, labels, math.exp(c))
+        else:
+            a, c, fc = c, d, fd
+            d = a + ratio * (b - a)
+            fd = mean_nll(output, labels, math.exp(d))
+    candidates = [(values[best], logs[best]), (fc, c), (fd, d)]
+    nll, log_t = min(candidates)
+    return math.exp(log_t), mean_nll(output, labels, 1.0), nll
+
+
+def calibrate_checkpoint(
+    checkpoint: str | Path,
+    out: str | Path,
+    data: DataConfig,
+    subset: Subset,
+    fp16: bool = False,
+    limit: int = 0,
+    device: str = "cpu",
+    progress: bool = True,
+    capacity: int = 200_000,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Fit the checkpoint model's temperature on ``subset`` and write a new checkpoint.
+
+    The model is run as it is (an MoE with its gate); the temperature goes into the
+    metadata, and the fit into ``provenance["calibration"]``.
+
+    Returns:
+        ``temperature``, ``nll_before``, ``nll_after``, ``pixels``, ``frames``, ``subset``.
+    """
+    from tqdm import tqdm
+
+    from moe_perception.checkpoint import load_checkpoint, save_checkpoint
+    from moe_perception.segmenter import resolve_device
+    from moe_perception.training.evaluate import Condition, iterate_batches, resize_output
+
+    model, metadata = load_checkpoint(checkpoint)
+    target = resolve_device(device)
+    model = model.to(target).eval()
+    condition = Condition("validation", subset, "validation")
+    total, batches = iterate_batches(data, condition, metadata, 4, limit, seed)
+    reservoir = LogitReservoir(capacity, seed)
+    for batch in tqdm(batches, total=math.ceil(total / 4), disable=not progress, leave=False):
+        with torch.inference_mode():
+            output = model(batch.images.to(target))
+        output = ModelOutput(
+            output.logits.float().cpu(),
+            output.expert_logits.float().cpu(),
+            output.gate_weights.float().cpu(),
+            None if output.class_gate_weights is None else output.class_gate_weights.cpu(),
+        )
+        reservoir.update(resize_output(output, tuple(batch.labels.shape[-2:])), batch.labels)
+    sample, labels = reservoir.as_output()
+    temperature, before, after = fit_temperature(sample, labels)
+    report = {
+        "temperature": temperature,
+        "nll_before": before,
+        "nll_after": after,
+        "pixels": len(reservoir),
+        "frames": total,
+        "subset": subset.describe(),
+        "dataset": data.dataset,
+    }
+    provenance = {**metadata.provenance, "calibration": report}
+    calibrated = metadata.with_changes(temperature=temperature, provenance=provenance)
+    save_checkpoint(out, model.cpu(), calibrated, fp16=fp16)
+    return report
