@@ -17,6 +17,9 @@ from typing import Any
 
 from moe_perception.bags.bagfile import InputBag
 
+# How long play waits, on exit, for subscribers to acknowledge the last messages.
+ACK_TIMEOUT_S = 5.0
+
 
 @dataclass(frozen=True)
 class PlayOptions:
@@ -87,6 +90,7 @@ def play(bag_path: str | Path, options: PlayOptions, stop: threading.Event | Non
     """
     try:
         import rclpy
+        from rclpy.duration import Duration
         from rclpy.qos import QoSProfile, ReliabilityPolicy
     except ImportError as error:
         raise ImportError(
@@ -148,5 +152,9 @@ def play(bag_path: str | Path, options: PlayOptions, stop: threading.Event | Non
                     return published
         finally:
             if node is not None:
+                # Reliable delivery of the last messages happens after publish() returns:
+                # wait for the subscribers' acknowledgements before tearing the writers down.
+                for publisher in node.publishers:
+                    publisher.wait_for_all_acked(Duration(seconds=ACK_TIMEOUT_S))
                 node.destroy_node()
             rclpy.try_shutdown(context=context)
