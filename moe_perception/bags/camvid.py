@@ -112,12 +112,9 @@ def select_frames(root: Path, options: CamvidBagOptions) -> list[tuple[Path, Pat
 
 def read_camvid_label(path: Path) -> np.ndarray:
     """A CamVid label PNG as class ids with void (11 and above) as 255."""
-    from moe_perception.data.camvid import CAMVID_VOID
-    from moe_perception.data.common import IGNORE_INDEX
+    from moe_perception.data.camvid import camvid_train_ids
 
-    label = read_single_channel_file(path).copy()
-    label[label >= CAMVID_VOID] = IGNORE_INDEX
-    return label
+    return camvid_train_ids(read_single_channel_file(path))
 
 
 def camvid_to_bag(

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
+
 from moe_perception.data.common import IGNORE_INDEX, SegmentationSample, read_mask, read_rgb
 from moe_perception.data.splits import select_fraction
 
@@ -37,6 +39,11 @@ CAMVID_COLORS: tuple[tuple[int, int, int], ...] = (
 )
 CAMVID_VOID = 11
 CAMVID_SPLITS = ("train", "val", "test")
+
+
+def camvid_train_ids(raw: np.ndarray) -> np.ndarray:
+    """Raw CamVid label values as train ids: 0-10 kept, void (11 and above) -> 255."""
+    return np.where(raw >= CAMVID_VOID, IGNORE_INDEX, raw).astype(np.uint8)
 
 
 def camvid_sequence(name: str) -> str:
@@ -103,8 +110,7 @@ class CamVid:
 
     def __getitem__(self, index: int) -> SegmentationSample:
         image_path, label_path = self.items[index]
-        label = read_mask(label_path).copy()
-        label[label >= CAMVID_VOID] = IGNORE_INDEX
+        label = camvid_train_ids(read_mask(label_path))
         return SegmentationSample(read_rgb(image_path), label, image_path.stem)
 
     def sequence_of(self, index: int) -> str:
