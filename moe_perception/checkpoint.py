@@ -83,7 +83,8 @@ class CheckpointMetadata:
         unknown = sorted(set(data) - known)
         if unknown:
             raise ValueError(f"unknown metadata fields {unknown}")
-        data["arch"] = ArchConfig.from_dict(data["arch"])
+        # Checkpoints written before the gate had a bottleneck carry the full 3x3 gate.
+        data["arch"] = ArchConfig.from_dict({"gate_bottleneck": False, **data["arch"]})
         for key in ("class_names", "expert_names", "input_size", "mean", "std"):
             if key in data:
                 data[key] = tuple(data[key])

@@ -130,3 +130,15 @@ def test_metadata_validation() -> None:
         CheckpointMetadata(arch, CAMVID_CLASSES, CAMVID_COLORS, temperature=0.0)
     with pytest.raises(ValueError, match="2 experts but 3 expert names"):
         CheckpointMetadata(arch, CAMVID_CLASSES, CAMVID_COLORS, expert_names=("a", "b", "c"))
+
+
+def test_checkpoints_from_before_the_gate_bottleneck_load_the_full_gate(
+    tiny_checkpoint: Path,
+) -> None:
+    metadata, _ = read_checkpoint(tiny_checkpoint)
+    data = json.loads(metadata.to_json())
+    del data["arch"]["gate_bottleneck"]  # what checkpoints written before it carry
+    assert not CheckpointMetadata.from_json(json.dumps(data)).arch.gate_bottleneck
+    full = build_model(ArchConfig(gate_bottleneck=False))
+    assert "gate.reduce.3.weight" not in full.state_dict()  # one conv, BN, ReLU
+    assert "gate.reduce.3.weight" in build_model(ArchConfig()).state_dict()

@@ -21,18 +21,21 @@ from moe_perception.data.common import IGNORE_INDEX
 CALIBRATION_BINS = 15
 
 
-def _valid_flat(probs: Tensor, target: Tensor, ignore_index: int) -> tuple[Tensor, Tensor]:
-    """(B, C, ...) probabilities and (B, ...) targets -> (N, C) and (N,) of valid pixels."""
+def _check_shapes(probs: Tensor, target: Tensor) -> None:
     if probs.dim() < 2 or probs.shape[0] != target.shape[0] or probs.shape[2:] != target.shape[1:]:
         raise ValueError(
             f"probabilities {tuple(probs.shape)} and target {tuple(target.shape)} do not match: "
             "expected (B, C, ...) and (B, ...)"
         )
-    c = probs.shape[1]
-    flat = probs.movedim(1, -1).reshape(-1, c)
-    labels = target.reshape(-1)
-    valid = labels != ignore_index
-    return flat[valid], labels[valid].long()
+
+
+def _true_class(values: Tensor, target: Tensor, ignore_index: int) -> tuple[Tensor, Tensor]:
+    """(B, C, ...) values and (B, ...) targets -> each pixel's true-class value and the
+    valid mask, both (B, ...), without copying the class dimension."""
+    _check_shapes(values, target)
+    valid = target != ignore_index
+    index = target.long().clamp(0, values.shape[1] - 1).unsqueeze(1)
+    return values.gather(1, index).squeeze(1), valid
 
 
 def calibration_histogram(confidence: Tensor, correct: Tensor, num_bins: int = 15) -> Tensor:
@@ -53,13 +56,15 @@ def calibration_histogram(confidence: Tensor, correct: Tensor, num_bins: int = 1
     """
     confidence = confidence.reshape(-1).double()
     correct = correct.reshape(-1).double()
-    boundaries = torch.linspace(0.0, 1.0, num_bins + 1, dtype=torch.float64)
-    index = (torch.bucketize(confidence, boundaries, right=True) - 1).clamp(0, num_bins - 1)
-    hist = torch.zeros(3, num_bins, dtype=torch.float64)
-    hist[0].index_add_(0, index, torch.ones_like(confidence))
-    hist[1].index_add_(0, index, confidence)
-    hist[2].index_add_(0, index, correct)
-    return hist
+    # floor(u * M) is exact for float32 or float64 u in [0, 1] and M < 2^24 bins.
+    index = (confidence * num_bins).floor_().long().clamp_(0, num_bins - 1)
+    return torch.stack(
+        [
+            torch.bincount(index, minlength=num_bins).double(),
+            torch.bincount(index, weights=confidence, minlength=num_bins),
+            torch.bincount(index, weights=correct, minlength=num_bins),
+        ]
+    )
 
 
 def probs_calibration_histogram(
@@ -80,9 +85,11 @@ def probs_calibration_histogram(
         - probs: (B, C, ...); target: (B, ...).
         - Output: (3, M).
     """
-    flat, labels = _valid_flat(probs, target, ignore_index)
-    confidence, predicted = flat.max(dim=1)
-    return calibration_histogram(confidence, predicted == labels, num_bins)
+    _check_shapes(probs, target)
+    valid = target != ignore_index
+    # max(dim).indices follows argmax's first-maximum rule and is faster on the CPU.
+    confidence, predicted = probs.max(dim=1)
+    return calibration_histogram(confidence[valid], (predicted == target)[valid], num_bins)
 
 
 def ece_from_histogram(hist: Tensor) -> float:
@@ -174,11 +181,11 @@ def brier_sum(
     Shape:
         - probs: (B, C, ...); target: (B, ...).
     """
-    flat, labels = _valid_flat(probs, target, ignore_index)
-    flat = flat.double()
-    # sum_c p_c^2 - 2 p_y + 1
-    value = (flat**2).sum(dim=1) - 2.0 * flat.gather(1, labels[:, None])[:, 0] + 1.0
-    return float(value.sum()), int(labels.numel())
+    true_prob, valid = _true_class(probs, target, ignore_index)
+    squares = torch.linalg.vecdot(probs, probs, dim=1)
+    # sum_c p_c^2 - 2 p_y + 1, summed in float64
+    value = squares[valid].double() - 2.0 * true_prob[valid].double() + 1.0
+    return float(value.sum()), int(valid.sum())
 
 
 def nll_sum(
@@ -195,8 +202,8 @@ def nll_sum(
     Shape:
         - log_probs: (B, C, ...); target: (B, ...).
     """
-    flat, labels = _valid_flat(log_probs, target, ignore_index)
-    return float(-flat.double().gather(1, labels[:, None]).sum()), int(labels.numel())
+    true_log_prob, valid = _true_class(log_probs, target, ignore_index)
+    return float(-true_log_prob[valid].double().sum()), int(valid.sum())
 
 
 class CalibrationMetrics:

@@ -40,17 +40,60 @@ def uncertainty_bin_edges() -> Tensor:
     return _default_edges().clone()
 
 
+# float32 scores in [0, 1] are looked up by the top bits of their bit pattern (monotonic
+# for non-negative floats): a cell spans at most 2^-10 of its value, narrower than every
+# default bin, so one comparison with the next edge finishes the search exactly.
+_CELL_SHIFT = 13
+_ONE_BITS = 0x3F800000  # the bits of 1.0f
+
+
+@cache
+def _default_lookup() -> tuple[Tensor, Tensor]:
+    """Per cell, the bin of its smallest float, and the edges rounded up to float32."""
+    edges = _default_edges()
+    bits = torch.arange(0, (_ONE_BITS >> _CELL_SHIFT) + 1, dtype=torch.int64) << _CELL_SHIFT
+    lowest = bits.to(torch.int32).view(torch.float32)
+    highest = (bits + (1 << _CELL_SHIFT) - 1).clamp(max=_ONE_BITS).to(torch.int32)
+    first = _bucketize(lowest, edges)
+    if not bool((_bucketize(highest.view(torch.float32), edges) - first).le(1).all()):
+        raise AssertionError("a lookup cell spans two bin edges")  # the edges changed
+    # u >= e (float64) exactly when u >= the smallest float32 not below e.
+    edges32 = edges.float()
+    edges32 = torch.where(edges32.double() < edges, torch.nextafter(edges32, edges32 + 1), edges32)
+    upper = torch.cat([edges32[1:], edges32.new_tensor([float("inf")])])
+    return first, upper
+
+
+def _bucketize(scores: Tensor, edges: Tensor) -> Tensor:
+    index = torch.bucketize(scores.double(), edges, right=True) - 1
+    return index.clamp(0, edges.numel() - 2)
+
+
 def bin_index(scores: Tensor, edges: Tensor) -> Tensor:
     """Bin of each score: ``b`` with ``edges[b] <= u < edges[b + 1]``, the last bin closed.
 
-    Scores below ``edges[0]`` fall in bin 0 and above ``edges[-1]`` in the last bin.
+    Scores below ``edges[0]`` fall in bin 0 and above ``edges[-1]`` in the last bin. For
+    float32 scores and the default edges a table lookup gives the same bins as a binary
+    search, about ten times faster.
 
     Shape:
         - scores: any shape; edges: (B + 1,).
         - Output: like ``scores``, int64 in [0, B).
     """
-    index = torch.bucketize(scores.double(), edges, right=True) - 1
-    return index.clamp(0, edges.numel() - 2)
+    default = _default_edges()
+    if (
+        scores.dtype != torch.float32
+        or edges.shape != default.shape
+        or not torch.equal(edges, default)
+    ):
+        return _bucketize(scores, edges)
+    first, upper = _default_lookup()
+    # Out-of-range scores go to the end bins and NaN to the last, as with the search.
+    clamped = scores.nan_to_num(nan=1.0).clamp(0.0, 1.0).contiguous()
+    cell = (clamped.view(torch.int32) >> _CELL_SHIFT).long()
+    index = first.take(cell)
+    index += (clamped >= upper.take(index)).long()
+    return index.clamp_(max=default.numel() - 2)
 
 
 def score_histograms(

@@ -26,6 +26,8 @@ class ArchConfig:
         num_classes: C.
         gate: gate kind of an MoE.
         gate_conv: ``+conv`` refinement of the fused logits.
+        gate_bottleneck: the gate squeezes features with a 1x1 convolution before its 3x3
+            one (``False``: the full 3x3 gate of checkpoints written before this option).
         decoder_channels: DeepLabv3+ decoder width.
         dropout: ASPP dropout probability.
         mc_samples: passes of MC dropout.
@@ -37,6 +39,7 @@ class ArchConfig:
     num_classes: int = 11
     gate: GateKind = "simple"
     gate_conv: bool = False
+    gate_bottleneck: bool = True
     decoder_channels: int = 256
     dropout: float = 0.5
     mc_samples: int = 10
@@ -98,7 +101,9 @@ def build_model(arch: ArchConfig, pretrained: bool | str = False) -> nn.Module:
             load_encoder_weights(expert, None if pretrained is True else pretrained)
         experts.append(expert)
     if arch.kind == "moe":
-        return MixtureOfExperts(experts, arch.gate, arch.gate_conv)
+        return MixtureOfExperts(
+            experts, arch.gate, arch.gate_conv, gate_bottleneck=arch.gate_bottleneck
+        )
     if arch.kind == "ensemble":
         return Ensemble(experts)
     if arch.kind == "single":

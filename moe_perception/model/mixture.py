@@ -61,6 +61,7 @@ class MixtureOfExperts(nn.Module):
         gate_kind: ``simple``, ``classwise`` or ``spatial``.
         gate_conv: refine the fused logits with a residual 3x3 convolution (``+conv``).
         gate_hidden_channels: width of the gate.
+        gate_bottleneck: the gate squeezes the features with a 1x1 convolution first.
 
     Shape:
         - Input: (B, 3, H, W), normalised, H and W divisible by 16.
@@ -73,6 +74,7 @@ class MixtureOfExperts(nn.Module):
         gate_kind: GateKind = "simple",
         gate_conv: bool = False,
         gate_hidden_channels: int = 64,
+        gate_bottleneck: bool = True,
     ) -> None:
         super().__init__()
         if len(experts) < 2:
@@ -85,6 +87,7 @@ class MixtureOfExperts(nn.Module):
             num_classes=num_classes,
             in_channels=sum(e.feature_channels for e in experts),
             hidden_channels=gate_hidden_channels,
+            bottleneck=gate_bottleneck,
         )
         self.refine: nn.Conv2d | None = None
         if gate_conv:

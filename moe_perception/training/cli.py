@@ -8,6 +8,10 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from moe_perception.training.config import TrainConfig
 
 
 def _data_config(args: argparse.Namespace):
@@ -57,6 +61,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     from moe_perception.training.report import write_report
 
     data, config = _data_config(args)
+    _set_threads(args, config)
     settings = (config.evaluation if config and config.evaluation else None) or EvalConfig()
     changes = {}
     for key in ("bootstrap", "limit", "batch_size", "examples", "seed", "temperature"):
@@ -138,6 +143,7 @@ def _study(args: argparse.Namespace) -> int:
         temperature=None,
         bootstrap=None,
         limit=args.limit,
+        threads=args.threads,
         batch_size=None,
         examples=None,
         seed=None,
@@ -182,7 +188,8 @@ def _calibrate(args: argparse.Namespace) -> int:
     from moe_perception.training.calibration import calibrate_checkpoint
     from moe_perception.training.evaluate import parse_condition
 
-    data, _ = _data_config(args)
+    data, config = _data_config(args)
+    _set_threads(args, config)
     condition = parse_condition(args.subset, "validation")
     report = calibrate_checkpoint(
         args.checkpoint,
@@ -210,6 +217,20 @@ def _add_data_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        help="torch CPU threads (default: the config's threads, else torch's default)",
+    )
+
+
+def _set_threads(args: argparse.Namespace, config: TrainConfig | None) -> None:
+    """One thread per process is often faster when other jobs share the cores."""
+    import torch
+
+    threads = args.threads or (config.threads if config is not None else 0)
+    if threads:
+        torch.set_num_threads(threads)
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -278,6 +299,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         "--skip-training", action="store_true", help="evaluate an existing model.pt as it is"
     )
     study.add_argument("--quiet", action="store_true", help="no progress bars")
+    study.add_argument("--threads", type=int, help="torch CPU threads (default: the config's)")
     study.set_defaults(handler=_study)
 
     summarize = commands.add_parser(

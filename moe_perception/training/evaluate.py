@@ -49,14 +49,18 @@ from moe_perception.metrics import (
     iou_from_confusion,
     mce_from_histogram,
     miou_from_confusion,
-    nll_sum,
     probs_calibration_histogram,
     reliability_from_histogram,
     score_histograms,
     uncertainty_bin_edges,
 )
 from moe_perception.model import ModelOutput
-from moe_perception.training.calibration import LogitReservoir, fit_temperature, mixture_log_probs
+from moe_perception.training.calibration import (
+    LogitReservoir,
+    fit_temperature,
+    mixture_probs,
+    mixture_true_class_log_probs,
+)
 from moe_perception.training.config import DataConfig, EvalConfig, Subset
 from moe_perception.uncertainty import MAP_NAMES, uncertainty_maps
 
@@ -363,8 +367,13 @@ class ViewState:
         c = self.num_classes
         t = self.temperature
         maps = uncertainty_maps(output, t)
-        log_mix = mixture_log_probs(output, t)
-        predicted = output.logits.argmax(dim=1)
+        # max(dim).indices: argmax's first-maximum rule, several times faster on the CPU.
+        predicted = output.logits.max(dim=1).indices
+        true_log_probs = mixture_true_class_log_probs(output, labels, maps.probs, t)
+        raw_probs = raw_log_probs = None
+        if t != 1.0:
+            raw_probs = mixture_probs(output, 1.0)
+            raw_log_probs = mixture_true_class_log_probs(output, labels, raw_probs, 1.0)
         k = output.expert_logits.shape[1]
         routed = k > 1 and not _uniform(output.gate_weights)
         for i, name in enumerate(names):
@@ -375,12 +384,9 @@ class ViewState:
             probs = maps.probs[i : i + 1]
             self.names.append(name)
             self.confusion.append(confusion_matrix(pred, label, c).flatten())
-            self.calibration.append(
-                probs_calibration_histogram(probs, label, CALIBRATION_BINS).flatten()
-            )
-            brier, pixels = brier_sum(probs, label)
-            nll, _ = nll_sum(log_mix[i : i + 1], label)
-            self.scalars.append(torch.tensor([brier, nll, float(pixels)], dtype=torch.float64))
+            hist, scalars = _calibration_sums(probs, true_log_probs[i : i + 1], label)
+            self.calibration.append(hist.flatten())
+            self.scalars.append(scalars)
             hist, means = [], []
             for map_name in EVAL_MAPS:
                 values = getattr(maps, map_name)[i : i + 1]
@@ -390,8 +396,12 @@ class ViewState:
             self.map_means.append(torch.tensor(means, dtype=torch.float64))
             if routed:
                 self._routing(output, i, label, valid, maps.gate_entropy[i : i + 1], t)
-            if t != 1.0:
-                self._raw_calibration(output, i, label)
+            if raw_probs is not None and raw_log_probs is not None:
+                hist, scalars = _calibration_sums(
+                    raw_probs[i : i + 1], raw_log_probs[i : i + 1], label
+                )
+                self.raw_calibration = _add(self.raw_calibration, hist)
+                self.raw_scalars = _add(self.raw_scalars, scalars)
 
     def _routing(
         self, output: ModelOutput, i: int, label: Tensor, valid: Tensor, entropy: Tensor, t: float
@@ -406,30 +416,13 @@ class ViewState:
         weights = output.gate_weights[i : i + 1].float().expand_as(true_class)
         favourite = weights.argmax(dim=1)
         hist = score_histograms(entropy, favourite != best, self.edges, valid)
-        self.routing_pixels = hist if self.routing_pixels is None else self.routing_pixels + hist
+        self.routing_pixels = _add(self.routing_pixels, hist)
         mask = valid[:, None].expand_as(true_class)
         nll_k = -(true_class * mask).sum(dim=(0, 2, 3)) / mask[:, 0].sum().clamp(min=1)
         image_weights = output.gate_weights[i].float().mean(dim=(1, 2))
         self.routing_image.append(
             (int(image_weights.argmax()), int(nll_k.argmin()), float(entropy.mean()))
         )
-
-    def _raw_calibration(self, output: ModelOutput, i: int, label: Tensor) -> None:
-        one = ModelOutput(
-            output.logits[i : i + 1],
-            output.expert_logits[i : i + 1],
-            output.gate_weights[i : i + 1],
-        )
-        log_mix = mixture_log_probs(one, 1.0)
-        probs = log_mix.exp()
-        hist = probs_calibration_histogram(probs, label, CALIBRATION_BINS)
-        brier, pixels = brier_sum(probs, label)
-        nll, _ = nll_sum(log_mix, label)
-        scalars = torch.tensor([brier, nll, float(pixels)], dtype=torch.float64)
-        self.raw_calibration = (
-            hist if self.raw_calibration is None else self.raw_calibration + hist
-        )
-        self.raw_scalars = scalars if self.raw_scalars is None else self.raw_scalars + scalars
 
     # -- totals ----------------------------------------------------------------------
 
@@ -457,6 +450,20 @@ class ViewState:
     def total_map_hist(self) -> Tensor:
         """(maps, 2, bins) int64: row 0 correct, row 1 misclassified."""
         return torch.stack(self.map_hist).sum(dim=0, dtype=torch.int64)
+
+
+def _add(total: Tensor | None, value: Tensor) -> Tensor:
+    return value if total is None else total + value
+
+
+def _calibration_sums(
+    probs: Tensor, true_log_probs: Tensor, label: Tensor
+) -> tuple[Tensor, Tensor]:
+    """Calibration histogram (3, M) and (Brier sum, NLL sum, pixels) of one image."""
+    hist = probs_calibration_histogram(probs, label, CALIBRATION_BINS)
+    brier, pixels = brier_sum(probs, label)
+    nll = -float(true_log_probs[label != IGNORE_INDEX].double().sum())
+    return hist, torch.tensor([brier, nll, float(pixels)], dtype=torch.float64)
 
 
 def _uniform(weights: Tensor) -> bool:

@@ -143,3 +143,23 @@ def test_accumulator_and_degenerate_cases() -> None:
     assert auroc_from_histograms(torch.tensor([3.0, 0, 0]), torch.tensor([0, 0, 2.0])) == 1.0
     with pytest.raises(ValueError, match="differ in length"):
         auroc_from_histograms(torch.ones(3), torch.ones(4))
+
+
+def test_table_lookup_bins_equal_the_binary_search() -> None:
+    edges = uncertainty_bin_edges()
+    as_float = edges.float()
+    up, down = torch.tensor(2.0), torch.tensor(-1.0)
+    generator = torch.Generator().manual_seed(0)
+    scores = torch.cat(
+        [
+            as_float,  # on every edge, and one float either side of it
+            torch.nextafter(as_float, up),
+            torch.nextafter(as_float, down),
+            torch.rand(50_000, generator=generator) ** 8,  # crowded near zero
+            torch.tensor([0.0, 1.0, 1e-45, 1e-38, -0.5, 1.5, math.inf, math.nan]),
+        ]
+    )
+    fast = bin_index(scores, edges)  # float32 scores, default edges: the table
+    search = (torch.bucketize(scores.double(), edges, right=True) - 1).clamp(0, 1590)
+    assert torch.equal(fast, search)
+    assert bin_index(scores.double(), edges).equal(search)  # float64: the search itself

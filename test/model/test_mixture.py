@@ -144,3 +144,21 @@ def test_mc_dropout_samples_differ_and_batch_norm_stays_frozen(models) -> None:
         assert torch.equal(expert.state_dict()[key], value), key
     # Dropout is switched back off afterwards: a plain expert pass is deterministic.
     assert not any(m.training for m in expert.modules())
+
+
+def test_bottleneck_gate_is_cheaper_and_old_checkpoints_keep_the_full_gate() -> None:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from moe_perception.model.gates import Gate
+
+    features = torch.randn(1, 512, 30, 40)
+    flops = {}
+    for bottleneck in (False, True):
+        gate = Gate("simple", 2, 11, 512, bottleneck=bottleneck).eval()
+        with FlopCounterMode(display=False) as counter, torch.inference_mode():
+            weights = gate(features)
+        flops[bottleneck] = counter.get_total_flops()
+        assert weights.shape == (1, 2, 1, 1)
+    # 3x3 over 512 channels vs 1x1 over 512 then 3x3 over 64: about a quarter
+    assert flops[True] < 0.3 * flops[False]
+    assert ArchConfig().gate_bottleneck

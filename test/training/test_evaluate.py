@@ -363,3 +363,26 @@ def test_every_model_kind_evaluates(
     if mc in test:
         assert test[mc]["maps"]["mutual_information"]["mean"] > 0
     assert "ood" in results["conditions"]["dark"]["views"][views[0]]
+
+
+def test_true_class_log_probs_are_exact_where_probabilities_underflow() -> None:
+    from moe_perception.training.calibration import (
+        mixture_log_probs,
+        mixture_probs,
+        mixture_true_class_log_probs,
+    )
+
+    generator = torch.Generator().manual_seed(0)
+    expert_logits = torch.randn(2, 3, 4, 5, 6, generator=generator) * 3
+    expert_logits[0, :, 0, 1, 2] = torch.tensor([200.0, 150.0, 180.0])  # class 0 certain
+    weights = torch.rand(2, 3, 5, 6, generator=generator).softmax(dim=1)
+    output = ModelOutput(expert_logits.mean(1), expert_logits, weights)
+    labels = torch.randint(0, 4, (2, 5, 6), generator=generator)
+    labels[0, 1, 2] = 3  # a confident mistake: p_y ~ e^-150 underflows float32
+    for temperature in (1.0, 0.7):
+        probs = mixture_probs(output, temperature)
+        got = mixture_true_class_log_probs(output, labels, probs, temperature)
+        expected = mixture_log_probs(output, temperature).gather(1, labels[:, None])[:, 0]
+        torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+        assert got[0, 1, 2] < -100  # not clamped at the float32 floor
+        torch.testing.assert_close(probs, mixture_log_probs(output, temperature).exp())
