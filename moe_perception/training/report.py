@@ -306,6 +306,26 @@ def study_summary(results: Sequence[dict[str, Any]]) -> str:
         )
     lines += [
         "",
+        "Claim 1 on the uncorrupted OOD subsets, one row each (predictive entropy):",
+        "",
+        "| run | subset | mIoU moe / ens | AUROC moe / ens | PAvPU moe / ens | "
+        "p(a\\|c) moe / ens | p(u\\|i) moe / ens |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        for name, c in r["conditions"].items():
+            views = c["views"]
+            if c["role"] != "ood" or c.get("corruption") or not {"moe", "ensemble"} <= set(views):
+                continue
+            moe, ens = views["moe"], views["ensemble"]
+            cells = [f"{_pct(moe['miou'])} / {_pct(ens['miou'])}"]
+            for key in ("auroc", "pavpu", "p_accurate_certain", "p_uncertain_inaccurate"):
+                a = moe["maps"]["predictive_entropy"].get(key)
+                b = ens["maps"]["predictive_entropy"].get(key)
+                cells.append(f"{_pct(a)} / {_pct(b)}")
+            lines.append(f"| {r.get('run', r['model'])} | {name} | {' | '.join(cells)} |")
+    lines += [
+        "",
         "Claim 2, routing uncertainty by gate: AUROC of gate entropy for 'the favourite "
         "expert is not the best one', test / mean over OOD:",
         "",
