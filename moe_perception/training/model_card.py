@@ -94,7 +94,9 @@ def model_card(
         f"| file | `{path.name}`, {path.stat().st_size / 1e6:.1f} MB"
         f"{', weights stored in fp16 (loaded as fp32)' if half else ''} |",
         f"| architecture | {arch.name}: DeepLabv3+ decoder {arch.decoder_channels} channels, "
-        f"ASPP dropout {arch.dropout}; {parameters:,} parameters |",
+        f"ASPP dropout {arch.dropout}; gate "
+        f"{'1x1 bottleneck then 3x3' if arch.gate_bottleneck else 'full 3x3'} convolution; "
+        f"{parameters:,} parameters |",
         f"| classes | {arch.num_classes}: {', '.join(metadata.class_names)} (void ignored) |",
         f"| input | RGB scaled to {metadata.input_size[0]}x{metadata.input_size[1]} (HxW), "
         f"mean {metadata.mean}, std {metadata.std} |",
