@@ -161,8 +161,10 @@ def _summarize(args: argparse.Namespace) -> int:
     results = []
     for folder in args.reports:
         path = Path(folder) / "results.json"
+        if not path.is_file():  # committed reports keep only the compact metrics
+            path = Path(folder) / "metrics.json"
         if not path.is_file():
-            raise FileNotFoundError(f"no evaluation results at {path}")
+            raise FileNotFoundError(f"no results.json or metrics.json in {folder}")
         results.append({**json.loads(path.read_text()), "run": Path(folder).name})
     text = study_summary(results)
     if args.out:
@@ -306,7 +308,9 @@ def register(commands: argparse._SubParsersAction) -> None:
         "summarize",
         help="compare evaluation reports along the paper's claims (markdown)",
     )
-    summarize.add_argument("reports", nargs="+", help="report folders with results.json")
+    summarize.add_argument(
+        "reports", nargs="+", help="report folders with results.json or metrics.json"
+    )
     summarize.add_argument("--out", help="markdown file to write (default: print)")
     summarize.set_defaults(handler=_summarize)
 

@@ -164,7 +164,11 @@ def write_report(
     out_dir: str | Path,
     class_colors: Sequence[Sequence[int]],
 ) -> list[Path]:
-    """Write ``results.json``, ``results.md``, ``plots/*.png`` and ``examples/*.png``.
+    """Write ``results.json``, ``metrics.json``, ``results.md``, ``plots/*.png`` and
+    ``examples/*.png``.
+
+    ``metrics.json`` is ``results.json`` without the per-threshold curves, compact: a
+    tenth of the size, enough for ``summarize`` and small enough to commit.
 
     Returns:
         The written files.
@@ -182,6 +186,10 @@ def write_report(
     written = []
     path = out / "results.json"
     path.write_text(json.dumps(clean_json(results), indent=1, allow_nan=False) + "\n")
+    written.append(path)
+    path = out / "metrics.json"
+    compact = json.dumps(clean_json(without_curves(results)), separators=(",", ":"))
+    path.write_text(compact + "\n")
     written.append(path)
     path = out / "results.md"
     path.write_text(markdown(results))
@@ -233,6 +241,15 @@ def write_report(
             panel.save(path)
             written.append(path)
     return written
+
+
+def without_curves(value: Any) -> Any:
+    """A copy of results without the per-threshold ``curves`` (the bulk of the JSON)."""
+    if isinstance(value, dict):
+        return {k: without_curves(v) for k, v in value.items() if k != "curves"}
+    if isinstance(value, list):
+        return [without_curves(v) for v in value]
+    return value
 
 
 def clean_json(value: Any) -> Any:

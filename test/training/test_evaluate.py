@@ -265,6 +265,13 @@ def test_cli_calibrate_then_evaluate(
     assert main(["summarize", str(out), "--out", str(summary)]) == 0
     text = summary.read_text()
     assert "| report | moe |" in text and "Claim 3" in text
+    # The compact metrics (no curves) summarize the same way without results.json.
+    metrics = (out / "metrics.json").read_text()
+    assert '"curves"' not in metrics and '"curves"' in (out / "results.json").read_text()
+    (out / "results.json").rename(tmp_path / "results.json")
+    assert main(["summarize", str(out), "--out", str(summary)]) == 0
+    assert summary.read_text() == text
+    (tmp_path / "results.json").rename(out / "results.json")
     # The model card takes its numbers from the report and the training log.
     log = tmp_path / "log.jsonl"
     log.write_text(
