@@ -82,6 +82,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--latency-frames", type=int, default=48)
     parser.add_argument("--memory-frames", type=int, default=5000)
     parser.add_argument("--rate", type=float, default=50.0, help="Hz of the memory phase")
+    parser.add_argument(
+        "--dds-profile",
+        default=str(Path(__file__).resolve().parents[1] / "config" / "fastdds_large_images.xml"),
+        help="Fast DDS XML profile for both sides (default: config/fastdds_large_images.xml)",
+    )
     parser.add_argument("--default-dds", action="store_true", help="no Fast DDS profile")
     parser.add_argument("--out", help="also write the JSON report here")
     args = parser.parse_args(argv)
@@ -91,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     from moe_perception.render import IMAGE_OUTPUTS, output_topic
     from moe_perception.resources import default_model_path
-    from moe_perception.ros.demo import FASTDDS_PROFILE, SAMPLE_DIR, read_bag_frames, ros_message
+    from moe_perception.ros.demo import SAMPLE_DIR, read_bag_frames, ros_message
 
     model = Path(args.model) if args.model else default_model_path()
     sequence = read_bag_frames(Path(args.bag) if args.bag else SAMPLE_DIR, limit=1000)
@@ -103,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         "frames": f"{len(images)} frames of {sequence.topic}, {images[0].shape[1]}x"
         f"{images[0].shape[0]}",
         "cpu": os.cpu_count(),
+        "dds_profile": None if args.default_dds else Path(args.dds_profile).name,
     }
     print(f"bare Segmenter on {len(images)} frames ...", file=sys.stderr)
     report["bare"] = bare_latency(model, images, args.device, args.latency_frames)
@@ -129,9 +135,9 @@ def main(argv: list[str] | None = None) -> int:
         params.write_text(yaml.safe_dump({"/**": {"ros__parameters": parameters}}))
         environment = dict(os.environ)
         if not args.default_dds:
-            profile = Path(scratch) / "fastdds.xml"
-            profile.write_text(FASTDDS_PROFILE)
-            environment["FASTDDS_DEFAULT_PROFILES_FILE"] = str(profile)
+            # Both participants: the segment that holds a sample is the writer's.
+            os.environ["FASTDDS_DEFAULT_PROFILES_FILE"] = args.dds_profile
+            environment["FASTDDS_DEFAULT_PROFILES_FILE"] = args.dds_profile
         node_log = (Path(scratch) / "node.log").open("wb")
         process = subprocess.Popen(
             [sys.executable, "-m", "moe_perception.ros.node", "--ros-args", "-r",

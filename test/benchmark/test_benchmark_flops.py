@@ -60,10 +60,14 @@ def test_moe_flops_are_its_experts_plus_its_gate() -> None:
     shape = (1, 3, 64, 96)
     moe_flops = trace_cost(moe, [shape]).flops
     expert_flops = trace_cost(single, [shape]).flops
-    # The gate: a 3x3 conv from the two experts' 256-channel features to 64 channels at a
-    # quarter of the input, then a 64 -> 2 linear layer.
-    gate = conv2d_flops(1, 512, 64, (16, 24), (3, 3)) + 2 * 64 * 2
-    assert moe_flops == 2 * expert_flops + gate
+    # The gate at a quarter of the input: a 1x1 conv from the two experts' 256-channel
+    # features to 64 channels, a 3x3 conv 64 -> 64, then a 64 -> 2 linear layer.
+    size = (16, 24)
+    gate = conv2d_flops(1, 512, 64, size, (1, 1)) + conv2d_flops(1, 64, 64, size, (3, 3))
+    assert moe_flops == 2 * expert_flops + gate + 2 * 64 * 2
+    full = build_model(ArchConfig(kind="moe", gate_bottleneck=False)).eval()
+    full_gate = conv2d_flops(1, 512, 64, size, (3, 3))
+    assert trace_cost(full, [shape]).flops == 2 * expert_flops + full_gate + 2 * 64 * 2
 
 
 def test_peak_memory_counts_live_tensors_only() -> None:
