@@ -210,6 +210,7 @@ def main(argv: list[str] | None = None) -> int:
             period = 1.0 / args.rate
             next_send = time.monotonic()
             answered = 0
+            every = max(args.memory_frames // 20, 1)
             for i in range(1, args.memory_frames + 1):
                 message = messages[i % len(messages)]
                 message.header.stamp = node.get_clock().now().to_msg()
@@ -219,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
                     executor.spin_once(timeout_sec=max(0.0, next_send - time.monotonic()))
                 answered += sum(1 for outputs in arrivals.values() if "labels" in outputs)
                 arrivals.clear()
-                if i % 250 == 0:
+                if i % every == 0:
                     memory.append((i, round(rss_mib(process.pid), 1)))
             report["memory"] = {
                 "rate_hz": args.rate,

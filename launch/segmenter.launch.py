@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from launch.actions import DeclareLaunchArgument, ExecuteProcess, OpaqueFunction
 from launch.conditions import IfCondition
-from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
+from launch.substitutions import EnvironmentVariable, LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import Node
 from launch_ros.substitutions import FindPackageShare
 
@@ -50,6 +50,9 @@ def launch_segmenter(context: LaunchContext) -> list:
         name: LaunchConfiguration(name).perform(context)
         for name in ("model_path", "device", "image_topics", "bag")
     }
+    profile = LaunchConfiguration("dds_profile").perform(context)
+    # Fast DDS reads it; other middlewares ignore it.
+    environment = {"FASTDDS_DEFAULT_PROFILES_FILE": profile} if profile else {}
     actions: list = [
         Node(
             package=PACKAGE,
@@ -59,11 +62,16 @@ def launch_segmenter(context: LaunchContext) -> list:
             parameters=[LaunchConfiguration("params_file"), node_overrides(**values)],
             output="screen",
             emulate_tty=True,
+            additional_env=environment,
         )
     ]
     if values["bag"]:
         actions.append(
-            ExecuteProcess(cmd=["ros2", "bag", "play", values["bag"], "--clock"], output="screen")
+            ExecuteProcess(
+                cmd=["ros2", "bag", "play", values["bag"], "--clock"],
+                output="screen",
+                additional_env=environment,
+            )
         )
     return actions
 
@@ -104,6 +112,18 @@ def generate_launch_description() -> LaunchDescription:
                 "bag",
                 default_value="",
                 description="rosbag2 to play with `ros2 bag play --clock` beside the node",
+            ),
+            DeclareLaunchArgument(
+                "dds_profile",
+                default_value=EnvironmentVariable(
+                    "FASTDDS_DEFAULT_PROFILES_FILE",
+                    default_value=PathJoinSubstitution(
+                        [share, "config", "fastdds_large_images.xml"]
+                    ),
+                ),
+                description="Fast DDS XML profile for the node and the bag player (default: "
+                "$FASTDDS_DEFAULT_PROFILES_FILE, else the package's fastdds_large_images.xml, "
+                "whose larger shared-memory segment carries the big outputs; empty: none)",
             ),
             OpaqueFunction(function=launch_segmenter),
             Node(

@@ -46,6 +46,7 @@ def test_description_declares_every_argument(launch_file: ModuleType) -> None:
         "namespace",
         "use_rviz",
         "bag",
+        "dds_profile",
     }
     assert all(argument.description for argument in arguments.values())
 
@@ -74,6 +75,7 @@ def test_the_node_starts_with_a_bag_player_only_when_asked(
             "namespace": "",
             "use_rviz": "false",
             "bag": bag,
+            "dds_profile": "/share/config/fastdds_large_images.xml",
         }
     )
     actions = launch_file.launch_segmenter(context)
