@@ -686,7 +686,7 @@ def evaluate_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
                 _find_ratio(results["node"]),
                 TARGET_NODE_OVERHEAD,
                 True,
-                "node at 640x480 (benchmarks/node_latency.py)",
+                f"node on {results['node'].get('frames', 'its frames')} (node_latency.py)",
             )
         )
     return targets

@@ -569,6 +569,11 @@ def main(args: list[str] | None = None) -> int:
             return 1
         try:
             rclpy.spin(node)
+        except Exception:
+            if rclpy.ok():
+                raise
+            # Ctrl-C shut the context down while a message was being taken; rclpy then
+            # raises from the take instead of ExternalShutdownException. Stopping is right.
         finally:
             node.destroy_node()
     except (KeyboardInterrupt, ExternalShutdownException):

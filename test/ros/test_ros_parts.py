@@ -152,11 +152,12 @@ def test_launch_file_declares_the_documented_arguments() -> None:
         "namespace",
         "use_rviz",
         "bag",
+        "dds_profile",
     ]
     # The executable the launch file starts is the one setup.py installs.
     assert '"segmenter_node"' in source
     assert "segmenter_node = moe_perception.ros.node:main" in (ROOT / "setup.py").read_text()
-    for name in ("segmenter.yaml", "segmenter.rviz"):
+    for name in ("segmenter.yaml", "segmenter.rviz", "fastdds_large_images.xml"):
         assert f'"{name}"' in source and (ROOT / "config" / name).is_file()
 
 
