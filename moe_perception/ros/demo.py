@@ -27,6 +27,7 @@ from PIL import Image as PILImage
 from PIL import ImageDraw, ImageFont
 
 from moe_perception.render import IMAGE_OUTPUTS, colorize_map, output_topic
+from moe_perception.resources import find_share_file
 from moe_perception.ros.codec import ImageDecodeError, decode_compressed, decode_image
 from moe_perception.ros.topics import CLASS_INFO_TOPIC
 from moe_perception.uncertainty import MAP_NAMES
@@ -42,20 +43,10 @@ TILE_WIDTH = 320
 TITLE_HEIGHT = 18
 
 
-# Fast DDS repairs a lost fragment of a reliable sample after a heartbeat, every 3 s by
-# default; a frame's dozen large outputs in one burst often lose one on a loaded machine.
-# A 50 ms heartbeat for the demo's node keeps one loss from costing seconds of latency.
-FASTDDS_PROFILE = """<?xml version="1.0" encoding="UTF-8"?>
-<dds xmlns="http://www.eprosima.com">
-  <profiles>
-    <data_writer profile_name="moe_perception_demo_writer" is_default_profile="true">
-      <times>
-        <heartbeat_period><sec>0</sec><nanosec>50000000</nanosec></heartbeat_period>
-      </times>
-    </data_writer>
-  </profiles>
-</dds>
-"""
+# The package's Fast DDS profile for large images (docs/node.md): a frame's outputs do not
+# fit Fast DDS's default 512 KiB shared-memory segment, and a dropped sample costs a
+# heartbeat period. Used unless the user set a profile of their own.
+FASTDDS_PROFILE_FILE = "config/fastdds_large_images.xml"
 FASTDDS_PROFILE_VARIABLES = ("FASTDDS_DEFAULT_PROFILES_FILE", "FASTRTPS_DEFAULT_PROFILES_FILE")
 
 
@@ -425,8 +416,7 @@ def run_demo(
             "rmw_fastrtps"
         )
         if uses_fastdds and not any(os.environ.get(name) for name in FASTDDS_PROFILE_VARIABLES):
-            profile = Path(scratch) / "fastdds.xml"
-            profile.write_text(FASTDDS_PROFILE)
+            profile = find_share_file(FASTDDS_PROFILE_FILE)
             environment["FASTDDS_DEFAULT_PROFILES_FILE"] = str(profile)
         command = [
             sys.executable,
