@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -199,7 +200,9 @@ class Segmenter:
             # Image-level routing over the image itself, not the padding.
             weights = output.gate_weights[i].float()
             if weights.shape[-1] > 1:
-                weights = weights[:, :h, :w]
+                # Per-pixel weights are at the decoder's resolution: crop the padding there.
+                rows = math.ceil(h * weights.shape[-2] / net_h)
+                weights = weights[:, :rows, : math.ceil(w * weights.shape[-1] / net_w)]
             segmentations.append(
                 Segmentation(
                     labels=labels,

@@ -9,6 +9,8 @@ from moe_perception.model.mixture import (
     MixtureOfExperts,
     ModelOutput,
     SingleExpert,
+    bilinear_taps,
+    upsample,
 )
 
 __all__ = [
@@ -25,6 +27,8 @@ __all__ = [
     "ModelKind",
     "ModelOutput",
     "SingleExpert",
+    "bilinear_taps",
     "build_model",
     "load_encoder_weights",
+    "upsample",
 ]

@@ -3,8 +3,13 @@
 Fusion: the fused logits are the gate-weighted sum of the expert logits (as in the
 paper), so labels come from ``argmax(fused logits)``. The uncertainty maths instead uses
 the gate-weighted mixture of expert *probabilities*, ``p = sum_k w_k softmax(z_k)``
-(see :mod:`moe_perception.uncertainty`). Everything is fused at a quarter of the input
-resolution and upsampled once, bilinearly.
+(see :mod:`moe_perception.uncertainty`).
+
+Resolution: the experts' decoders predict at a quarter of the input resolution, and
+everything is fused there. Only the fused logits (what the labels come from) are
+upsampled, once, bilinearly, to the input resolution; the expert logits and gate weights
+stay at the decoder's resolution, where the uncertainty maps are computed before they
+are upsampled in turn (16 times fewer pixels to take a softmax and a logarithm of).
 """
 
 from __future__ import annotations
@@ -24,10 +29,12 @@ class ModelOutput:
     """What every model returns.
 
     Attributes:
-        logits: fused logits, (B, C, H, W).
-        expert_logits: logits of each expert (or MC-dropout sample), (B, K, C, H, W).
-        gate_weights: per-expert weights broadcastable to (B, K, H, W): (B, K, 1, 1) for
-            image-level weights, (B, K, H, W) for the spatial gate and, for the classwise
+        logits: fused logits at the output resolution, (B, C, H, W).
+        expert_logits: logits of each expert (or MC-dropout sample) at the decoder's
+            resolution, (B, K, C, h, w) (h = H / 4 for the models here; equal sizes are
+            allowed).
+        gate_weights: per-expert weights broadcastable to (B, K, h, w): (B, K, 1, 1) for
+            image-level weights, (B, K, h, w) for the spatial gate and, for the classwise
             gate, the weights of each pixel's predicted class.
         class_gate_weights: the classwise gate's full weights (B, K, C), else ``None``.
     """
@@ -43,14 +50,51 @@ class ModelOutput:
         return self.gate_weights.mean(dim=(2, 3))
 
 
-def _upsample(tensor: Tensor, size: tuple[int, int]) -> Tensor:
+def upsample(tensor: Tensor, size: tuple[int, int]) -> Tensor:
+    """Bilinear upsampling (half-pixel centres), the one used everywhere in the package.
+
+    Shape:
+        - tensor: (B, n, h, w).
+        - Output: (B, n, *size).
+    """
+    if tuple(tensor.shape[-2:]) == tuple(size):
+        return tensor
     return F.interpolate(tensor, size=size, mode="bilinear", align_corners=False)
 
 
-def _upsample_together(size: tuple[int, int], *tensors: Tensor) -> list[Tensor]:
-    """Upsample several (B, n_i, h, w) tensors in one interpolation call."""
-    splits = [t.shape[1] for t in tensors]
-    return list(_upsample(torch.cat(tensors, dim=1), size).split(splits, dim=1))
+def bilinear_taps(
+    in_size: tuple[int, int], out_size: tuple[int, int], rows: Tensor, cols: Tensor
+) -> tuple[Tensor, Tensor, Tensor]:
+    """The four input pixels and weights that :func:`upsample` blends into each output pixel.
+
+    For the few pixels where an upsampled value must be recomputed exactly (e.g. in log
+    space), without upsampling everything.
+
+    Args:
+        in_size: (h, w) of the upsampled tensor.
+        out_size: (H, W) it is upsampled to.
+        rows, cols: output pixel coordinates.
+
+    Returns:
+        Input rows, input columns and bilinear weights (summing to 1 per pixel).
+
+    Shape:
+        - rows, cols: (n,).
+        - Output: three (n, 4) tensors.
+    """
+
+    def axis(dst: Tensor, n_in: int, n_out: int) -> tuple[Tensor, Tensor, Tensor]:
+        # Half-pixel centres, clamped at the first pixel: align_corners=False.
+        src = ((dst.double() + 0.5) * (n_in / n_out) - 0.5).clamp_min(0.0)
+        low = src.floor().long().clamp_max(n_in - 1)
+        return low, (low + 1).clamp_max(n_in - 1), (src - low).clamp(0.0, 1.0)
+
+    y0, y1, fy = axis(rows, in_size[0], out_size[0])
+    x0, x1, fx = axis(cols, in_size[1], out_size[1])
+    tap_rows = torch.stack([y0, y0, y1, y1], dim=1)
+    tap_cols = torch.stack([x0, x1, x0, x1], dim=1)
+    weights = torch.stack([(1 - fy) * (1 - fx), (1 - fy) * fx, fy * (1 - fx), fy * fx], dim=1)
+    return tap_rows, tap_cols, weights.float()
 
 
 class MixtureOfExperts(nn.Module):
@@ -65,7 +109,7 @@ class MixtureOfExperts(nn.Module):
 
     Shape:
         - Input: (B, 3, H, W), normalised, H and W divisible by 16.
-        - Output: :class:`ModelOutput` at (H, W).
+        - Output: :class:`ModelOutput`, logits at (H, W), the rest at (H / 4, W / 4).
     """
 
     def __init__(
@@ -101,37 +145,31 @@ class MixtureOfExperts(nn.Module):
         expert_logits = torch.stack(logits, dim=1)  # (B, K, C, h, w)
         weights = self.gate(torch.cat(features, dim=1))
         batch, k, c, h, w = expert_logits.shape
-        size = (images.shape[2], images.shape[3])
-        flat_experts = expert_logits.flatten(1, 2)
+        # (B, K, 1, 1), (B, K, C, 1, 1) or (B, K, h, w): broadcast against the logits.
+        broadcast = weights if self.gate.kind == "classwise" else weights.unsqueeze(2)
+        fused = (broadcast * expert_logits).sum(dim=1)
+        if self.refine is not None:
+            fused = fused + self.refine(fused)
         class_weights = None
-        if self.gate.kind == "spatial":
-            # Per-pixel weights do not commute with upsampling: fuse at full resolution
-            # so that the fused logits are exactly the weighted sum of what is returned.
-            low_weights = weights
-            flat_experts, weights = _upsample_together(size, flat_experts, weights)
-            fused = (weights.unsqueeze(2) * flat_experts.view(batch, k, c, *size)).sum(dim=1)
-            if self.refine is not None:
-                low_fused = (low_weights.unsqueeze(2) * expert_logits).sum(dim=1)
-                fused = fused + _upsample(self.refine(low_fused), size)
-        else:
-            # Image-level weights commute with upsampling: fuse small, upsample once.
-            broadcast = weights if self.gate.kind == "classwise" else weights.unsqueeze(2)
-            fused = (broadcast * expert_logits).sum(dim=1)
-            if self.refine is not None:
-                fused = fused + self.refine(fused)
-            fused, flat_experts = _upsample_together(size, fused, flat_experts)
         if self.gate.kind == "classwise":
             class_weights = weights.view(batch, k, c)
             # max(dim).indices: argmax's first-maximum rule, several times faster on the CPU.
-            predicted = fused.max(dim=1).indices.flatten(1)  # (B, H*W)
+            predicted = fused.max(dim=1).indices.flatten(1)  # (B, h*w)
             index = predicted.unsqueeze(1).expand(batch, k, -1)
-            weights = class_weights.gather(2, index).view(batch, k, *size)
+            weights = class_weights.gather(2, index).view(batch, k, h, w)
         return ModelOutput(
-            logits=fused,
-            expert_logits=flat_experts.view(batch, k, c, *size),
+            logits=upsample(fused, (images.shape[2], images.shape[3])),
+            expert_logits=expert_logits,
             gate_weights=weights,
             class_gate_weights=class_weights,
         )
+
+
+def _uniform_output(expert_logits: Tensor, size: tuple[int, int]) -> ModelOutput:
+    """Mean of (B, K, C, h, w) logits upsampled to ``size``, with weights 1/K."""
+    batch, k = expert_logits.shape[:2]
+    weights = expert_logits.new_full((batch, k, 1, 1), 1.0 / k)
+    return ModelOutput(upsample(expert_logits.mean(dim=1), size), expert_logits, weights)
 
 
 class Ensemble(nn.Module):
@@ -139,7 +177,8 @@ class Ensemble(nn.Module):
 
     Shape:
         - Input: (B, 3, H, W).
-        - Output: :class:`ModelOutput` with gate weights 1/K, (B, K, 1, 1).
+        - Output: :class:`ModelOutput` (logits at (H, W), expert logits at (H / 4, W / 4))
+          with gate weights 1/K, (B, K, 1, 1).
     """
 
     def __init__(self, experts: list[Expert]) -> None:
@@ -148,11 +187,7 @@ class Ensemble(nn.Module):
 
     def forward(self, images: Tensor) -> ModelOutput:
         logits = torch.stack([expert(images)[1] for expert in self.experts], dim=1)
-        batch, k, c, h, w = logits.shape
-        size = (images.shape[2], images.shape[3])
-        expert_logits = _upsample(logits.flatten(1, 2), size).view(batch, k, c, *size)
-        weights = logits.new_full((batch, k, 1, 1), 1.0 / k)
-        return ModelOutput(expert_logits.mean(dim=1), expert_logits, weights)
+        return _uniform_output(logits, (images.shape[2], images.shape[3]))
 
 
 class SingleExpert(Ensemble):
@@ -171,7 +206,7 @@ class MCDropout(nn.Module):
 
     Shape:
         - Input: (B, 3, H, W).
-        - Output: :class:`ModelOutput` with K = samples.
+        - Output: :class:`ModelOutput` with K = samples (resolutions as :class:`Ensemble`).
     """
 
     def __init__(self, expert: Expert, samples: int = 10) -> None:
@@ -195,8 +230,4 @@ class MCDropout(nn.Module):
         finally:
             for module, mode in zip(dropouts, modes):
                 module.train(mode)
-        batch, k, c, h, w = logits.shape
-        size = (images.shape[2], images.shape[3])
-        expert_logits = _upsample(logits.flatten(1, 2), size).view(batch, k, c, *size)
-        weights = logits.new_full((batch, k, 1, 1), 1.0 / k)
-        return ModelOutput(expert_logits.mean(dim=1), expert_logits, weights)
+        return _uniform_output(logits, (images.shape[2], images.shape[3]))

@@ -1,10 +1,17 @@
 """Temperature scaling fitted on validation with fixed memory.
 
+The mixture's probabilities at the labels' resolution are those of the decoder's
+resolution, upsampled bilinearly (see :mod:`moe_perception.uncertainty`): at each pixel
+``p = sum_j a_j sum_k w_jk softmax(z_jk / T)``, with ``a_j`` the bilinear weights of its
+four decoder pixels ``j``. That is itself a mixture, of 4K components with weights
+``a_j w_jk``, which is how the pixels are sampled and scored here.
+
 A :class:`LogitReservoir` keeps a uniform random sample of at most ``capacity`` valid
 pixels over the whole validation set (priority sampling: every pixel draws a random
-key and the largest keys stay), holding each pixel's expert logits, gate weights and
-label. :func:`fit_temperature` then minimises the mixture's NLL over the sample,
-``-ln sum_k w_k softmax(z_k / T)_y``, in ln T: a grid, then golden-section refinement.
+key and the largest keys stay), holding each pixel's 4K component logits and weights
+and its label. :func:`fit_temperature` then minimises the mixture's NLL over the
+sample, ``-ln sum_j,k a_j w_jk softmax(z_jk / T)_y``, in ln T: a grid, then
+golden-section refinement.
 """
 
 from __future__ import annotations
@@ -18,20 +25,21 @@ import torch
 from torch import Tensor
 
 from moe_perception.data.common import IGNORE_INDEX
-from moe_perception.model import ModelOutput
+from moe_perception.model import ModelOutput, bilinear_taps, upsample
 from moe_perception.training.config import DataConfig, Subset
 
 View = Callable[[ModelOutput], ModelOutput]
 
 
 def mixture_log_probs(output: ModelOutput, temperature: float = 1.0) -> Tensor:
-    """ln p of the gate-weighted mixture of the experts' softmax at a temperature.
+    """ln p of the gate-weighted mixture of the experts' softmax at a temperature, at the
+    experts' resolution.
 
     Exact in log space (a weight of 0 drops its expert).
 
     Shape:
-        - output.expert_logits: (B, K, C, H, W); gate weights broadcastable to (B, K, H, W).
-        - Output: (B, C, H, W).
+        - output.expert_logits: (B, K, C, h, w); gate weights broadcastable to (B, K, h, w).
+        - Output: (B, C, h, w).
     """
     log_probs = (output.expert_logits.float() / temperature).log_softmax(dim=2)
     log_weights = output.gate_weights.float().log().unsqueeze(2)
@@ -39,14 +47,46 @@ def mixture_log_probs(output: ModelOutput, temperature: float = 1.0) -> Tensor:
 
 
 def mixture_probs(output: ModelOutput, temperature: float = 1.0) -> Tensor:
-    """p = sum_k w_k softmax(z_k / T): the mixture's class probabilities.
+    """p = sum_k w_k softmax(z_k / T), upsampled to the resolution of ``output.logits``.
+
+    The same probabilities as :func:`moe_perception.uncertainty.uncertainty_maps` returns.
 
     Shape:
-        - output.expert_logits: (B, K, C, H, W); gate weights broadcastable to (B, K, H, W).
+        - output.expert_logits: (B, K, C, h, w); gate weights broadcastable to (B, K, h, w);
+          output.logits: (B, C, H, W).
         - Output: (B, C, H, W).
     """
     probs = (output.expert_logits.float() / temperature).softmax(dim=2)
-    return (output.gate_weights.float().unsqueeze(2) * probs).sum(dim=1)
+    mixture = (output.gate_weights.float().unsqueeze(2) * probs).sum(dim=1)
+    return upsample(mixture, (output.logits.shape[-2], output.logits.shape[-1]))
+
+
+def pixel_components(
+    output: ModelOutput, images: Tensor, rows: Tensor, cols: Tensor
+) -> tuple[Tensor, Tensor]:
+    """The mixture at some pixels of the output resolution as 4K weighted components.
+
+    Args:
+        output: a model result.
+        images, rows, cols: the pixels, as indices into (B, H, W) of ``output.logits``.
+
+    Returns:
+        Each pixel's component logits (its four decoder pixels' expert logits) and
+        component weights (bilinear weight times gate weight, summing to 1).
+
+    Shape:
+        - images, rows, cols: (n,).
+        - Output: (n, 4K, C) and (n, 4K).
+    """
+    batch, k, c, height, width = output.expert_logits.shape
+    size = (output.logits.shape[-2], output.logits.shape[-1])
+    tap_rows, tap_cols, taps = bilinear_taps((height, width), size, rows, cols)
+    b = images[:, None].expand_as(tap_rows)
+    logits = output.expert_logits.detach().float().permute(0, 3, 4, 1, 2)  # (B, h, w, K, C)
+    weights = output.gate_weights.detach().float().expand(batch, k, height, width)
+    weights = weights.permute(0, 2, 3, 1)[b, tap_rows, tap_cols]  # (n, 4, K)
+    components = logits[b, tap_rows, tap_cols].reshape(len(rows), 4 * k, c)
+    return components, (taps.to(weights.device)[:, :, None] * weights).reshape(len(rows), 4 * k)
 
 
 # Below this a float32 mixture probability may have lost precision (or underflowed).
@@ -59,37 +99,39 @@ def mixture_true_class_log_probs(
     """ln p_y of the mixture at each pixel's label, without a full log-space pass.
 
     Read off the mixture probabilities where p_y >= 1e-30, and recomputed exactly in log
-    space (as :func:`mixture_log_probs`) at the few pixels below, so that confident
-    mistakes keep their true, large NLL. Labels out of range (void) are clamped: mask
-    them afterwards.
+    space (from the pixel's 4K components, see :func:`pixel_components`) at the few
+    pixels below, so that confident mistakes keep their true, large NLL. Labels out of
+    range (void) are clamped: mask them afterwards.
 
     Args:
-        output: the model result at the labels' resolution.
+        output: the model result, logits at the labels' resolution.
         target: class ids.
         probs: :func:`mixture_probs` of ``output`` at ``temperature``.
         temperature: divides the logits.
 
     Shape:
-        - output.expert_logits: (B, K, C, H, W); target: (B, H, W); probs: (B, C, H, W).
+        - output.logits: (B, C, H, W); target: (B, H, W); probs: (B, C, H, W).
         - Output: (B, H, W).
     """
-    batch, k, c, height, width = output.expert_logits.shape
+    c = probs.shape[1]
     index = target.long().clamp(0, c - 1)
     true_prob = probs.gather(1, index.unsqueeze(1)).squeeze(1)
     log_prob = true_prob.clamp_min(_TINY_PROB).log()
     tiny = true_prob < _TINY_PROB
     if bool(tiny.any()):
         b, h, w = tiny.nonzero(as_tuple=True)
-        logits = output.expert_logits[b, :, :, h, w].float()  # (n, K, C)
-        weights = output.gate_weights.float().expand(batch, k, height, width)[b, :, h, w]
-        expert_log_probs = (logits / temperature).log_softmax(dim=2)
-        at_label = expert_log_probs.gather(2, index[b, h, w].view(-1, 1, 1).expand(-1, k, 1))
-        log_prob[b, h, w] = torch.logsumexp(weights.log() + at_label.squeeze(2), dim=1)
+        logits, weights = pixel_components(output, b, h, w)  # (n, 4K, C), (n, 4K)
+        component_log_probs = (logits / temperature).log_softmax(dim=2)
+        label = index[b, h, w].view(-1, 1, 1).expand(-1, logits.shape[1], 1)
+        at_label = component_log_probs.gather(2, label).squeeze(2)
+        log_prob[b, h, w] = torch.logsumexp(weights.log() + at_label, dim=1)
     return log_prob
 
 
 class LogitReservoir:
-    """A bounded uniform sample of valid pixels' expert logits, gate weights and labels.
+    """A bounded uniform sample of valid pixels' mixture components and labels.
+
+    Memory: 4K x (C + 1) floats per pixel kept (70 MB for 200,000 pixels, K = 2, C = 11).
 
     Args:
         capacity: most pixels kept.
@@ -100,8 +142,8 @@ class LogitReservoir:
         self.capacity = capacity
         self.generator = torch.Generator().manual_seed(seed)
         self.keys = torch.empty(0)
-        self.logits: Tensor | None = None  # (N, K, C)
-        self.weights: Tensor | None = None  # (N, K)
+        self.logits: Tensor | None = None  # (N, 4K, C)
+        self.weights: Tensor | None = None  # (N, 4K)
         self.labels = torch.empty(0, dtype=torch.long)
         self.seen = 0
 
@@ -109,8 +151,7 @@ class LogitReservoir:
         return int(self.labels.numel())
 
     def update(self, output: ModelOutput, labels: Tensor) -> None:
-        """Offer a batch: its output at label resolution and labels (B, H, W)."""
-        batch, k, c, height, width = output.expert_logits.shape
+        """Offer a batch: its output, logits at the labels' resolution, and labels (B, H, W)."""
         valid = (labels != IGNORE_INDEX).reshape(-1).cpu()
         count = int(valid.sum())
         if count == 0:
@@ -120,10 +161,11 @@ class LogitReservoir:
         keep = min(count, self.capacity)
         top = torch.topk(keys, keep).indices
         index = valid.nonzero().flatten()[top]
-        logits = output.expert_logits.detach().float().cpu().permute(0, 3, 4, 1, 2)
-        logits = logits.reshape(-1, k, c)[index]
-        weights = output.gate_weights.detach().float().cpu().expand(batch, k, height, width)
-        weights = weights.permute(0, 2, 3, 1).reshape(-1, k)[index]
+        height, width = labels.shape[-2:]
+        cpu = ModelOutput(output.logits, output.expert_logits.cpu(), output.gate_weights.cpu())
+        logits, weights = pixel_components(
+            cpu, index // (height * width), index // width % height, index % width
+        )
         all_keys = torch.cat([self.keys, keys[top]])
         all_logits = logits if self.logits is None else torch.cat([self.logits, logits])
         all_weights = weights if self.weights is None else torch.cat([self.weights, weights])
@@ -140,7 +182,8 @@ class LogitReservoir:
         )
 
     def as_output(self) -> tuple[ModelOutput, Tensor]:
-        """The sample as a ModelOutput of N one-pixel images, and labels (N, 1, 1)."""
+        """The sample as a ModelOutput of N one-pixel images whose 4K "experts" are the
+        components, and labels (N, 1, 1)."""
         if self.logits is None or self.weights is None:
             raise ValueError("the reservoir is empty: no valid pixel was offered")
         expert_logits = self.logits[:, :, :, None, None]

@@ -11,8 +11,10 @@ bootstrap intervals over images, the PAvPU threshold chosen on validation, and t
 out-of-distribution AUROC against the in-distribution test condition.
 
 Conventions: the network sees each frame scaled to the checkpoint's input size (as the
-``Segmenter`` does); logits are upsampled to the label's full resolution, where all
-metrics are taken, void pixels ignored. Labels (mIoU, accuracy, misclassification,
+``Segmenter`` does); the fused logits are upsampled to the label's full resolution and
+the maps and probabilities from the decoder's resolution to the same (as
+:func:`moe_perception.uncertainty.uncertainty_maps` does), where all metrics are taken,
+void pixels ignored. Labels (mIoU, accuracy, misclassification,
 conditional correctness) are ``argmax`` of the fused logits, what a user receives;
 calibration (ECE, MCE, Brier, NLL) is that of the predictive distribution
 ``p = sum_k w_k softmax(z_k / T)`` and its own top label.
@@ -54,7 +56,7 @@ from moe_perception.metrics import (
     score_histograms,
     uncertainty_bin_edges,
 )
-from moe_perception.model import ModelOutput
+from moe_perception.model import ModelOutput, upsample
 from moe_perception.training.calibration import (
     LogitReservoir,
     fit_temperature,
@@ -151,11 +153,16 @@ def study_conditions(settings: EvalConfig) -> list[Condition]:
 # -- views -------------------------------------------------------------------------------
 
 
+def _size(output: ModelOutput) -> tuple[int, int]:
+    return output.logits.shape[-2], output.logits.shape[-1]
+
+
 def ensemble_view(output: ModelOutput) -> ModelOutput:
     """Uniform ensemble of the same experts (mean logits, weights 1/K)."""
     batch, k = output.expert_logits.shape[:2]
     weights = output.expert_logits.new_full((batch, k, 1, 1), 1.0 / k)
-    return ModelOutput(output.expert_logits.mean(dim=1), output.expert_logits, weights)
+    fused = upsample(output.expert_logits.mean(dim=1), _size(output))
+    return ModelOutput(fused, output.expert_logits, weights)
 
 
 def expert_view(index: int) -> ViewFn:
@@ -164,7 +171,7 @@ def expert_view(index: int) -> ViewFn:
     def view(output: ModelOutput) -> ModelOutput:
         logits = output.expert_logits[:, index]
         ones = logits.new_ones(logits.shape[0], 1, 1, 1)
-        return ModelOutput(logits, logits[:, None], ones)
+        return ModelOutput(upsample(logits, _size(output)), logits[:, None], ones)
 
     return view
 
@@ -312,25 +319,16 @@ def iterate_batches(
 
 
 def resize_output(output: ModelOutput, size: tuple[int, int]) -> ModelOutput:
-    """Upsample a model output to ``size``; the classwise gate re-reads its weights at the
-    new resolution's predicted classes."""
+    """Upsample a model output's fused logits to ``size`` (the experts' logits and gate
+    weights stay at the decoder's resolution, where the maps are computed)."""
     if tuple(output.logits.shape[-2:]) == tuple(size):
         return output
-    batch, k, c, h, w = output.expert_logits.shape
-
-    def up(x: Tensor) -> Tensor:
-        return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
-
-    logits = up(output.logits.float())
-    expert_logits = up(output.expert_logits.float().flatten(1, 2)).view(batch, k, c, *size)
-    weights = output.gate_weights.float()
-    if output.class_gate_weights is not None:
-        predicted = logits.argmax(dim=1).flatten(1)
-        index = predicted.unsqueeze(1).expand(batch, k, -1)
-        weights = output.class_gate_weights.float().gather(2, index).view(batch, k, *size)
-    elif weights.shape[-1] > 1 or weights.shape[-2] > 1:
-        weights = up(weights)
-    return ModelOutput(logits, expert_logits, weights, output.class_gate_weights)
+    return ModelOutput(
+        upsample(output.logits.float(), size),
+        output.expert_logits,
+        output.gate_weights,
+        output.class_gate_weights,
+    )
 
 
 # -- accumulation ------------------------------------------------------------------------
@@ -407,14 +405,18 @@ class ViewState:
         self, output: ModelOutput, i: int, label: Tensor, valid: Tensor, entropy: Tensor, t: float
     ) -> None:
         """Does gate entropy flag where the gate's favourite expert is not the best one?"""
-        k = output.expert_logits.shape[1]
-        log_probs = (output.expert_logits[i : i + 1].float() / t).log_softmax(dim=2)
+        k, c = output.expert_logits.shape[1:3]
+        size = (label.shape[-2], label.shape[-1])
+        # Each expert's probabilities upsampled as the mixture's are; float64 keeps the
+        # true class's probability (and so its NLL) exact down to e^-745.
+        probs = (output.expert_logits[i : i + 1].double() / t).softmax(dim=2)
+        probs = upsample(probs.flatten(1, 2), size).view(1, k, c, *size)
         target = label.clamp(max=self.num_classes - 1)
         index = target[:, None, None].expand(-1, k, -1, -1, -1)
-        true_class = log_probs.gather(2, index)[:, :, 0]  # (1, K, H, W)
+        true_class = probs.gather(2, index)[:, :, 0].clamp_min(1e-300).log()  # (1, K, H, W)
         best = true_class.argmax(dim=1)  # (1, H, W)
-        weights = output.gate_weights[i : i + 1].float().expand_as(true_class)
-        favourite = weights.argmax(dim=1)
+        weights = upsample(output.gate_weights[i : i + 1].float(), size)
+        favourite = weights.expand_as(true_class).argmax(dim=1)
         hist = score_histograms(entropy, favourite != best, self.edges, valid)
         self.routing_pixels = _add(self.routing_pixels, hist)
         mask = valid[:, None].expand_as(true_class)

@@ -1,4 +1,5 @@
-"""All uncertainty maps of a model result, in one pass over the probabilities."""
+"""All uncertainty maps of a model result, in one pass over the probabilities at the
+decoder's resolution, upsampled once."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from moe_perception.model import ModelOutput
+from moe_perception.model import ModelOutput, upsample
 from moe_perception.uncertainty.functional import gate_entropy
 
 MAP_NAMES = ("predictive_entropy", "mutual_information", "expert_variance", "gate_entropy")
@@ -24,9 +25,12 @@ _TINY = torch.finfo(torch.float32).tiny
 class UncertaintyMaps:
     """Per-pixel uncertainty of one batch; every map is (B, H, W) in [0, 1].
 
+    Everything but ``max_softmax`` is computed at the decoder's resolution and upsampled
+    bilinearly (see :func:`uncertainty_maps`).
+
     Attributes:
         probs: the gate-weighted mixture of expert probabilities, (B, C, H, W).
-        predictive_entropy: entropy of ``probs`` / ln C.
+        predictive_entropy: entropy of the mixture / ln C.
         mutual_information: disagreement between experts / ln C.
         expert_variance: weighted variance of the predicted class's probability / 0.25.
         gate_entropy: routing uncertainty / ln K.
@@ -94,20 +98,26 @@ def _block_pixels(tensor: Tensor, pixels: int) -> int:
 def uncertainty_maps(output: ModelOutput, temperature: float = 1.0) -> UncertaintyMaps:
     """Compute every map from a model result with one softmax over the expert logits.
 
-    Equal (to float rounding) to the pure functions in
+    The maps are computed where the experts predict, at the resolution of
+    ``output.expert_logits`` (the decoder's, a quarter of the input's), and upsampled
+    once, bilinearly and together, to the resolution of ``output.logits``. At the
+    decoder's resolution they equal (to float rounding) the pure functions in
     :mod:`moe_perception.uncertainty.functional` applied to
-    ``softmax(expert_logits / temperature)`` and ``output.gate_weights``, but in one pass:
-    the pixels are processed in blocks, each with one exp per expert logit and one log per
-    mixture probability, so no full-size temporary is created besides the outputs.
+    ``softmax(expert_logits / temperature)`` and ``output.gate_weights``; the pixels are
+    processed in blocks, each with one exp per expert logit and one log per mixture
+    probability, so no temporary as large as the expert logits is created. Bilinear
+    weights are non-negative and sum to 1, so the upsampled ``probs`` are still
+    distributions and the upsampled maps stay in [0, 1]. ``max_softmax`` is read off the
+    upsampled ``probs``, so it agrees with them exactly.
 
     Args:
         output: a model result.
         temperature: divides the logits before the softmax (calibration).
 
     Shape:
-        - output.expert_logits: (B, K, C, H, W); output.gate_weights broadcastable to
-          (B, K, H, W).
-        - Every map: (B, H, W).
+        - output.expert_logits: (B, K, C, h, w); output.gate_weights broadcastable to
+          (B, K, h, w); output.logits: (B, C, H, W).
+        - probs: (B, C, H, W); every map: (B, H, W).
     """
     expert_logits = output.expert_logits
     batch, k, c, height, width = expert_logits.shape
@@ -119,34 +129,39 @@ def uncertainty_maps(output: ModelOutput, temperature: float = 1.0) -> Uncertain
     else:
         flat_weights = weights.reshape(batch, k, 1)
     logits = expert_logits.reshape(batch, k, c, pixels)
-    step = _block_pixels(expert_logits, pixels)
-    if step >= pixels:
-        parts = _block(logits, flat_weights, temperature)
-    else:
-        parts = []
-        for start in range(0, pixels, step):
-            stop = min(start + step, pixels)
-            block_weights = flat_weights[..., start:stop] if per_pixel else flat_weights
-            block = _block(logits[..., start:stop], block_weights, temperature)
-            if not parts:
-                parts = [p.new_empty(*p.shape[:-1], pixels) for p in block]
-            for part, value in zip(parts, block):
-                part[..., start:stop] = value
-    mixture, entropy, information, variance, top = parts[:5]
-    log_c = math.log(c)
-    shape = (batch, height, width)
+    # Channels of one low-resolution buffer, upsampled together: the mixture's C
+    # probabilities, entropy, information, variance and (per-pixel gates) routing.
+    channels = c + 3 + int(per_pixel)
+    low = expert_logits.new_empty(batch, channels, pixels, dtype=torch.float32)
+    step = min(_block_pixels(expert_logits, pixels), pixels)
+    for start in range(0, pixels, step):
+        stop = min(start + step, pixels)
+        block_weights = flat_weights[..., start:stop] if per_pixel else flat_weights
+        mixture, *scalars = _block(logits[..., start:stop], block_weights, temperature)
+        low[:, :c, start:stop] = mixture
+        # _block's "top" (4th scalar) only served the variance.
+        for offset, value in enumerate(scalars[:3] + scalars[4:]):
+            low[:, c + offset, start:stop] = value
+    # Normalise before upsampling: both are per-pixel convex or linear, so they commute.
+    low[:, c : c + 2].div_(math.log(c))
+    low[:, c + 2].div_(0.25)
     if per_pixel and k > 1:
-        routing = parts[5].div_(math.log(k)).clamp_(0.0, 1.0).view(shape)
+        low[:, c + 3].div_(math.log(k))
+    low[:, c:].clamp_(0.0, 1.0)
+    size = (output.logits.shape[-2], output.logits.shape[-1])
+    planes = upsample(low.view(batch, channels, height, width), size)
+    probs = planes[:, :c]
+    if per_pixel and k > 1:
+        routing = planes[:, c + 3]
     else:
-        routing = gate_entropy(weights).expand(shape)
-    # The blocks' results are fresh tensors: normalise them in place.
+        routing = gate_entropy(weights).expand(batch, *size)
     return UncertaintyMaps(
-        probs=mixture.view(batch, c, height, width),
-        predictive_entropy=entropy.div_(log_c).clamp_(0.0, 1.0).view(shape),
-        mutual_information=information.div_(log_c).clamp_(0.0, 1.0).view(shape),
-        expert_variance=variance.div_(0.25).clamp_(0.0, 1.0).view(shape),
+        probs=probs,
+        predictive_entropy=planes[:, c],
+        mutual_information=planes[:, c + 1],
+        expert_variance=planes[:, c + 2],
         gate_entropy=routing,
-        max_softmax=top.neg_().add_(1.0).clamp_(0.0, 1.0).view(shape),
+        max_softmax=probs.amax(dim=1).neg_().add_(1.0).clamp_(0.0, 1.0),
         image_gate_entropy=routing.mean(dim=(1, 2)),
         image_gate_weights=output.image_gate_weights.float(),
     )

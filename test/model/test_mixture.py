@@ -12,10 +12,13 @@ from moe_perception.model import (
     MCDropout,
     MixtureOfExperts,
     ModelOutput,
+    bilinear_taps,
     build_model,
+    upsample,
 )
 
 B, C, H, W = 2, 5, 32, 48
+h, w = H // 4, W // 4  # the decoder's resolution
 
 
 def _images() -> torch.Tensor:
@@ -44,28 +47,31 @@ def test_output_shapes_and_weights(models, gate: str, conv: bool, k: int) -> Non
         output = models[(gate, conv, k)](_images())
     assert isinstance(output, ModelOutput)
     assert output.logits.shape == (B, C, H, W)
-    assert output.expert_logits.shape == (B, k, C, H, W)
-    weights = output.gate_weights.expand(B, k, H, W)
+    assert output.expert_logits.shape == (B, k, C, h, w)
+    weights = output.gate_weights.expand(B, k, h, w)
     assert (weights >= 0).all()
-    torch.testing.assert_close(weights.sum(dim=1), torch.ones(B, H, W))
+    torch.testing.assert_close(weights.sum(dim=1), torch.ones(B, h, w))
     if gate == "simple":
         assert output.gate_weights.shape == (B, k, 1, 1)
     else:
-        assert output.gate_weights.shape == (B, k, H, W)
+        assert output.gate_weights.shape == (B, k, h, w)
     if gate == "classwise":
         assert output.class_gate_weights.shape == (B, k, C)
-        # Each pixel carries the weights of its predicted class.
-        predicted = output.logits.argmax(dim=1)
-        b, y, x = 1, 7, 11
-        expected = output.class_gate_weights[b, :, predicted[b, y, x]]
-        torch.testing.assert_close(output.gate_weights[b, :, y, x], expected)
+        # Each decoder pixel carries the weights of its predicted class there.
+        fused = (output.class_gate_weights[:, :, :, None, None] * output.expert_logits).sum(1)
+        if conv:
+            fused = fused + models[(gate, conv, k)].refine(fused)
+        predicted = fused.argmax(dim=1)
+        for b, y, x in ((1, 5, 7), (0, 0, 0), (1, h - 1, w - 1)):
+            expected = output.class_gate_weights[b, :, predicted[b, y, x]]
+            torch.testing.assert_close(output.gate_weights[b, :, y, x], expected)
     else:
         assert output.class_gate_weights is None
     assert output.image_gate_weights.shape == (B, k)
 
 
 @pytest.mark.parametrize("gate", GATE_KINDS)
-def test_fused_logits_are_the_gate_weighted_sum(models, gate: str) -> None:
+def test_fused_logits_are_the_upsampled_gate_weighted_sum(models, gate: str) -> None:
     model = models[(gate, False, 2)]
     with torch.inference_mode():
         output = model(_images())
@@ -73,8 +79,31 @@ def test_fused_logits_are_the_gate_weighted_sum(models, gate: str) -> None:
         weights = output.class_gate_weights[:, :, :, None, None]
     else:
         weights = output.gate_weights.unsqueeze(2)
+    fused = (weights * output.expert_logits).sum(dim=1)
+    torch.testing.assert_close(output.logits, upsample(fused, (H, W)), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("small", "large"),
+    [
+        ((8, 12), (32, 48)),
+        ((60, 80), (360, 480)),
+        ((5, 7), (23, 31)),
+        ((10, 10), (7, 13)),
+        ((4, 4), (4, 4)),
+    ],
+)
+def test_bilinear_taps_reproduce_upsample(small, large) -> None:
+    values = torch.randn(1, 1, *small, dtype=torch.float64)
+    rows, cols = torch.meshgrid(torch.arange(large[0]), torch.arange(large[1]), indexing="ij")
+    tap_rows, tap_cols, taps = bilinear_taps(small, large, rows.flatten(), cols.flatten())
+    assert tap_rows.shape == taps.shape == (large[0] * large[1], 4)
+    assert (taps >= 0).all()
+    torch.testing.assert_close(taps.sum(dim=1), torch.ones(len(taps)))
+    blended = (values[0, 0][tap_rows, tap_cols] * taps.double()).sum(dim=1)
+    # The weights are float32: agreement to float32 rounding.
     torch.testing.assert_close(
-        output.logits, (weights * output.expert_logits).sum(dim=1), rtol=1e-4, atol=1e-4
+        blended.view(large), upsample(values, large)[0, 0], rtol=0, atol=1e-6
     )
 
 
@@ -115,7 +144,7 @@ def test_ensemble_averages_the_same_experts(models) -> None:
     with torch.inference_mode():
         moe_out, ens_out = moe(_images()), ensemble(_images())
     torch.testing.assert_close(ens_out.expert_logits, moe_out.expert_logits)
-    torch.testing.assert_close(ens_out.logits, moe_out.expert_logits.mean(dim=1))
+    torch.testing.assert_close(ens_out.logits, upsample(moe_out.expert_logits.mean(dim=1), (H, W)))
     torch.testing.assert_close(ens_out.gate_weights, torch.full((B, 3, 1, 1), 1 / 3))
 
 
@@ -128,8 +157,8 @@ def test_single_expert_is_the_expert_alone(models) -> None:
     with torch.inference_mode():
         output = single.eval()(_images())
         reference = moe(_images()).expert_logits[:, 1]
-    torch.testing.assert_close(output.logits, reference)
-    assert output.expert_logits.shape == (B, 1, C, H, W)
+    torch.testing.assert_close(output.logits, upsample(reference, (H, W)))
+    assert output.expert_logits.shape == (B, 1, C, h, w)
 
 
 def test_mc_dropout_samples_differ_and_batch_norm_stays_frozen(models) -> None:
@@ -138,7 +167,8 @@ def test_mc_dropout_samples_differ_and_batch_norm_stays_frozen(models) -> None:
     stats = {k: v.clone() for k, v in expert.state_dict().items() if "running" in k}
     with torch.inference_mode():
         output = model(_images())
-    assert output.expert_logits.shape == (B, 4, C, H, W)
+    assert output.logits.shape == (B, C, H, W)
+    assert output.expert_logits.shape == (B, 4, C, h, w)
     assert not torch.allclose(output.expert_logits[:, 0], output.expert_logits[:, 1])
     for key, value in stats.items():
         assert torch.equal(expert.state_dict()[key], value), key

@@ -16,7 +16,7 @@ from moe_perception.cli import main
 from moe_perception.data import open_dataset
 from moe_perception.data.transforms import normalize
 from moe_perception.metrics import auroc_exact, fpr_at_tpr_exact
-from moe_perception.model import Ensemble, ModelOutput, SingleExpert
+from moe_perception.model import Ensemble, ModelOutput, SingleExpert, upsample
 from moe_perception.training.calibration import LogitReservoir, fit_temperature
 from moe_perception.training.config import DataConfig, EvalConfig, Subset
 from moe_perception.training.evaluate import (
@@ -88,9 +88,33 @@ def test_reservoir_is_bounded_uniform_and_skips_void() -> None:
     assert len(reservoir) == 50 and reservoir.seen == 3 * 30
     pool = torch.cat(offered)
     sample, labels = reservoir.as_output()
-    for row in sample.expert_logits[:, :, :, 0, 0]:
+    # Same resolution: each pixel's first component is itself, with all the weight.
+    assert sample.expert_logits.shape == (50, 4, 3, 1, 1)
+    torch.testing.assert_close(
+        sample.gate_weights[:, :, 0, 0], torch.tensor([1.0, 0, 0, 0]).expand(50, 4)
+    )
+    for row in sample.expert_logits[:, :1, :, 0, 0]:
         assert (pool == row).all(dim=(1, 2)).any()
     assert labels.shape == (50, 1, 1) and int(labels.max()) < 3
+
+
+def test_reservoir_nll_is_that_of_the_upsampled_mixture() -> None:
+    from moe_perception.training.calibration import mean_nll, mixture_probs
+
+    generator = torch.Generator().manual_seed(3)
+    expert_logits = torch.randn(2, 2, 4, 3, 5, generator=generator) * 3
+    weights = torch.rand(2, 2, 3, 5, generator=generator).softmax(dim=1)
+    output = ModelOutput(torch.zeros(2, 4, 12, 20), expert_logits, weights)
+    labels = torch.randint(0, 4, (2, 12, 20), generator=generator)
+    reservoir = LogitReservoir(capacity=10_000, seed=0)  # keeps every pixel
+    reservoir.update(output, labels)
+    sample, sample_labels = reservoir.as_output()
+    assert len(reservoir) == labels.numel()
+    for temperature in (1.0, 1.7):
+        probs = mixture_probs(output, temperature)
+        expected = -probs.gather(1, labels[:, None]).log().mean()
+        got = mean_nll(sample, sample_labels, temperature)
+        assert got == pytest.approx(float(expected), rel=1e-5)
 
 
 def _brute_force(checkpoint: Path, root: Path, names: tuple[str, ...]):
@@ -393,3 +417,19 @@ def test_true_class_log_probs_are_exact_where_probabilities_underflow() -> None:
         torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
         assert got[0, 1, 2] < -100  # not clamped at the float32 floor
         torch.testing.assert_close(probs, mixture_log_probs(output, temperature).exp())
+    # At four times the experts' resolution: the probabilities are the upsampled mixture's,
+    # checked in float64 where float32 underflows.
+    confident = expert_logits.clone()
+    confident[0, :, 0, 0:3, 1:4] = torch.tensor([200.0, 150.0, 180.0])[:, None, None]
+    output = ModelOutput(confident.mean(1), confident, weights)
+    large = ModelOutput(torch.zeros(2, 4, 20, 24), confident, weights)
+    labels = torch.randint(0, 4, (2, 20, 24), generator=generator)
+    labels[0, 4:8, 8:12] = 3  # pixels blending only confident decoder pixels
+    for temperature in (1.0, 0.7):
+        probs = mixture_probs(large, temperature)
+        assert probs.shape == (2, 4, 20, 24)
+        got = mixture_true_class_log_probs(large, labels, probs, temperature)
+        exact = mixture_log_probs(output, temperature).double().exp()
+        exact = upsample(exact, (20, 24)).gather(1, labels[:, None])[:, 0].log()
+        torch.testing.assert_close(got.double(), exact, atol=1e-5, rtol=1e-5)
+        assert got[0, 5, 9] < -100

@@ -9,7 +9,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from moe_perception.model import ModelOutput
+from moe_perception.model import ModelOutput, upsample
 from moe_perception.uncertainty import (
     expert_variance,
     gate_entropy,
@@ -185,3 +185,28 @@ def test_one_pass_in_blocks_equals_the_pure_functions(spatial: bool) -> None:
     torch.testing.assert_close(maps.expert_variance, expert_variance(probs, weights))
     torch.testing.assert_close(maps.gate_entropy, gate_entropy(weights).expand(2, 150, 250))
     torch.testing.assert_close(maps.max_softmax, max_softmax_uncertainty(mixture))
+
+
+@pytest.mark.parametrize("spatial", [False, True])
+def test_maps_are_computed_at_the_experts_resolution_then_upsampled(spatial: bool) -> None:
+    logits, weights = _random_case(3, 3, 7, spatial)  # experts at 3 x 4
+    size = (12, 16)
+    output = ModelOutput(torch.zeros(2, 7, *size), logits, weights)
+    maps = uncertainty_maps(output, 1.3)
+    probs = (logits / 1.3).softmax(dim=2)
+    mixture = mixture_probs(probs, weights)
+
+    def up(plane: torch.Tensor) -> torch.Tensor:
+        return upsample(plane.unsqueeze(1), size).squeeze(1)
+
+    torch.testing.assert_close(maps.probs, upsample(mixture, size))
+    torch.testing.assert_close(maps.probs.sum(dim=1), torch.ones(2, *size))
+    torch.testing.assert_close(maps.predictive_entropy, up(predictive_entropy(mixture)))
+    torch.testing.assert_close(maps.mutual_information, up(mutual_information(probs, weights)))
+    torch.testing.assert_close(maps.expert_variance, up(expert_variance(probs, weights)))
+    routing = up(gate_entropy(weights).expand(2, 3, 4))
+    torch.testing.assert_close(maps.gate_entropy, routing)
+    # max_softmax is read off the upsampled probabilities, so the two agree exactly.
+    torch.testing.assert_close(maps.max_softmax, max_softmax_uncertainty(maps.probs))
+    for name in ("predictive_entropy", "mutual_information", "expert_variance"):
+        assert getattr(maps, name).shape == (2, *size)
