@@ -61,6 +61,19 @@ def test_blend_weights() -> None:
         blend(image, color, 1.5)
 
 
+def test_integer_blend_is_the_float_formula_to_one_level() -> None:
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    color = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    for alpha in (0.0, 0.3, 0.5, 0.77, 1.0):
+        exact = image * (1.0 - alpha) + color * alpha
+        error = np.abs(blend(image, color, alpha) - exact)
+        # Rounding (0.5) plus alpha in steps of 1/256 (at most 255 / 512).
+        assert error.max() <= 1.0, alpha
+        if alpha in (0.0, 0.5, 1.0):
+            assert error.max() <= 0.5, alpha
+
+
 def test_frame_outputs_compute_only_what_is_wanted() -> None:
     segmentation = _segmentation()
     image = np.zeros((4, 5, 3), np.uint8)
