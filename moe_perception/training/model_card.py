@@ -154,8 +154,8 @@ def model_card(
         "## Measured",
         "",
         f"Test subset `{test['subset']}`, {moe['frames']} frames, at the labels' full "
-        "resolution (probabilities and maps upsampled from the decoder's, as the node "
-        "publishes them), void ignored; [95 % bootstrap intervals over images, "
+        "resolution (probabilities and maps upsampled from the decoder's), void ignored; "
+        "[95 % bootstrap intervals over images, "
         f"{report['settings']['bootstrap']} resamples]. Full report with plots and example "
         "frames: `reports/default_model/`.",
         "",
