@@ -150,6 +150,9 @@ def study_conditions(settings: EvalConfig) -> list[Condition]:
     return conditions
 
 
+_TINY = torch.finfo(torch.float32).tiny
+
+
 # -- views -------------------------------------------------------------------------------
 
 
@@ -405,15 +408,22 @@ class ViewState:
         self, output: ModelOutput, i: int, label: Tensor, valid: Tensor, entropy: Tensor, t: float
     ) -> None:
         """Does gate entropy flag where the gate's favourite expert is not the best one?"""
-        k, c = output.expert_logits.shape[1:3]
+        k = output.expert_logits.shape[1]
         size = (label.shape[-2], label.shape[-1])
-        # Each expert's probabilities upsampled as the mixture's are; float64 keeps the
-        # true class's probability (and so its NLL) exact down to e^-745.
-        probs = (output.expert_logits[i : i + 1].double() / t).softmax(dim=2)
-        probs = upsample(probs.flatten(1, 2), size).view(1, k, c, *size)
-        target = label.clamp(max=self.num_classes - 1)
-        index = target[:, None, None].expand(-1, k, -1, -1, -1)
-        true_class = probs.gather(2, index)[:, :, 0].clamp_min(1e-300).log()  # (1, K, H, W)
+        target = label.clamp(max=self.num_classes - 1)[:, None]  # (1, 1, H, W)
+        # Each expert's probabilities upsampled as the mixture's are, one expert at a time
+        # (C planes at label resolution, not K * C). The log is floored at float32's
+        # smallest normal number: enough to rank experts, which is all this is for.
+        true_class = torch.cat(
+            [
+                upsample((output.expert_logits[i : i + 1, j].float() / t).softmax(dim=1), size)
+                .gather(1, target)
+                .clamp_min_(_TINY)
+                .log_()
+                for j in range(k)
+            ],
+            dim=1,
+        )  # (1, K, H, W)
         best = true_class.argmax(dim=1)  # (1, H, W)
         weights = upsample(output.gate_weights[i : i + 1].float(), size)
         favourite = weights.expand_as(true_class).argmax(dim=1)

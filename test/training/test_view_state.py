@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from moe_perception.metrics import auroc_exact, auroc_from_histograms, uncertainty_bin_edges
-from moe_perception.model import ModelOutput
+from moe_perception.model import ModelOutput, upsample
 from moe_perception.training.evaluate import (
     EVAL_MAPS,
     ViewState,
@@ -121,3 +121,26 @@ def test_temperature_changes_calibration_not_labels() -> None:
     assert b["uncalibrated"]["nll"] == pytest.approx(a["nll"])
     assert b["uncalibrated"]["ece"] == pytest.approx(a["ece"])
     assert "uncalibrated" not in a
+
+
+def test_routing_at_label_resolution_reads_upsampled_experts() -> None:
+    # Experts and gate at 5 x 6, labels at 20 x 24: as the models and evaluation run.
+    small, _ = _output(4)
+    generator = torch.Generator().manual_seed(4)
+    labels = torch.randint(0, 4, (3, 20, 24), generator=generator)
+    labels[:, :2] = 255
+    output = ModelOutput(upsample(small.logits, (20, 24)), small.expert_logits, small.gate_weights)
+    state = ViewState(4, 1.3, uncertainty_bin_edges())
+    state.update(output, labels, ["a", "b", "c"])
+    valid = labels != 255
+    probs = torch.stack(
+        [upsample((small.expert_logits[:, k] / 1.3).softmax(1), (20, 24)) for k in range(2)], 1
+    )
+    truth = probs.gather(2, labels.clamp(max=3)[:, None, None].expand(-1, 2, -1, -1, -1))
+    best = truth[:, :, 0].argmax(1)
+    favourite = upsample(small.gate_weights, (20, 24)).argmax(1)
+    hist = state.routing_pixels
+    assert int(hist.sum()) == int(valid.sum())
+    assert int(hist[1].sum()) == int((favourite != best)[valid].sum())
+    wrong = (output.logits.argmax(1) != labels) & valid
+    assert int(state.total_map_hist()[0][1].sum()) == int(wrong.sum())
