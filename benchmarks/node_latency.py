@@ -79,6 +79,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bag", help="rosbag2 with the frames (default: the shipped sample)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads, both sides")
+    parser.add_argument(
+        "--size",
+        default="640x480",
+        help="WxH the frames are resized to before they are sent (the issue's 640x480); "
+        "'native' keeps the bag's size",
+    )
     parser.add_argument("--latency-frames", type=int, default=48)
     parser.add_argument("--memory-frames", type=int, default=5000)
     parser.add_argument("--rate", type=float, default=50.0, help="Hz of the memory phase")
@@ -96,11 +102,15 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     from moe_perception.render import IMAGE_OUTPUTS, output_topic
     from moe_perception.resources import default_model_path
-    from moe_perception.ros.demo import SAMPLE_DIR, read_bag_frames, ros_message
+    from moe_perception.ros.codec import resize_rgb
+    from moe_perception.ros.demo import SAMPLE_DIR, read_bag_frames
 
     model = Path(args.model) if args.model else default_model_path()
     sequence = read_bag_frames(Path(args.bag) if args.bag else SAMPLE_DIR, limit=1000)
     images = [np.ascontiguousarray(frame.image) for frame in sequence.frames]
+    if args.size != "native":
+        width, height = (int(v) for v in args.size.lower().split("x"))
+        images = [resize_rgb(image, (height, width)) for image in images]
     report: dict[str, Any] = {
         "model": str(model),
         "device": args.device,
@@ -184,7 +194,14 @@ def main(argv: list[str] | None = None) -> int:
             if not spin_until(lambda: ready and publisher.get_subscription_count(), 300):
                 raise SystemExit("the node did not start; see its log")
             spin_until(lambda: False, 2.0)  # let discovery settle both ways
-            messages = [ros_message(frame, sequence.msgtype) for frame in sequence.frames]
+            from std_msgs.msg import Header
+
+            from moe_perception.ros.node import image_message
+
+            messages = [
+                image_message(image, Header(frame_id=frame.message.header.frame_id))
+                for image, frame in zip(images, sequence.frames)
+            ]
 
             print("node end to end ...", file=sys.stderr)
             end_to_end = []
