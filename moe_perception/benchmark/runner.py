@@ -600,12 +600,14 @@ def node_summary(node: Any) -> dict[str, float] | None:
     """Medians and the end-to-end ratio from ``benchmarks/node_latency.py``'s report.
 
     The ratio is the node's end-to-end median over the bare ``Segmenter`` median
-    (inference plus every map), the issue's "bare inference plus maps".
+    (inference plus every map), the issue's "bare inference plus maps"; from the rounds
+    that paired one bare call with one node round trip where the report has them.
     """
     if not isinstance(node, dict):
         return None
     try:
-        bare = float(node["bare"]["segmenter_ms"]["median"])
+        bare_calls = node.get("paired", node["bare"])
+        bare = float(bare_calls["segmenter_ms"]["median"])
         end_to_end = float(node["node_end_to_end_ms"]["median"])
     except (KeyError, TypeError, ValueError):
         return None
