@@ -150,16 +150,18 @@ def uncertainty_maps(output: ModelOutput, temperature: float = 1.0) -> Uncertain
     low[:, c:].clamp_(0.0, 1.0)
     size = (output.logits.shape[-2], output.logits.shape[-1])
     planes = upsample(low.view(batch, channels, height, width), size)
-    probs = planes[:, :c]
+    # Slices of one batch are contiguous already; those of a batch of several are copied,
+    # so that every result is a plain tensor.
+    probs = planes[:, :c].contiguous()
     if per_pixel and k > 1:
-        routing = planes[:, c + 3]
+        routing = planes[:, c + 3].contiguous()
     else:
         routing = gate_entropy(weights).expand(batch, *size)
     return UncertaintyMaps(
         probs=probs,
-        predictive_entropy=planes[:, c],
-        mutual_information=planes[:, c + 1],
-        expert_variance=planes[:, c + 2],
+        predictive_entropy=planes[:, c].contiguous(),
+        mutual_information=planes[:, c + 1].contiguous(),
+        expert_variance=planes[:, c + 2].contiguous(),
         gate_entropy=routing,
         max_softmax=probs.amax(dim=1).neg_().add_(1.0).clamp_(0.0, 1.0),
         image_gate_entropy=routing.mean(dim=(1, 2)),

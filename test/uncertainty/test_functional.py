@@ -208,5 +208,7 @@ def test_maps_are_computed_at_the_experts_resolution_then_upsampled(spatial: boo
     torch.testing.assert_close(maps.gate_entropy, routing)
     # max_softmax is read off the upsampled probabilities, so the two agree exactly.
     torch.testing.assert_close(maps.max_softmax, max_softmax_uncertainty(maps.probs))
+    for name in ("probs", "predictive_entropy", "mutual_information", "expert_variance"):
+        assert getattr(maps, name).is_contiguous(), name
     for name in ("predictive_entropy", "mutual_information", "expert_variance"):
         assert getattr(maps, name).shape == (2, *size)
