@@ -87,7 +87,7 @@ def bilinear_taps(
         # Half-pixel centres, clamped at the first pixel: align_corners=False.
         src = ((dst.double() + 0.5) * (n_in / n_out) - 0.5).clamp_min(0.0)
         low = src.floor().long().clamp_max(n_in - 1)
-        return low, (low + 1).clamp_max(n_in - 1), (src - low).clamp(0.0, 1.0)
+        return low, (low + 1).clamp_max(n_in - 1), src - low
 
     y0, y1, fy = axis(rows, in_size[0], out_size[0])
     x0, x1, fx = axis(cols, in_size[1], out_size[1])

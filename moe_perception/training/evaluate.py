@@ -425,7 +425,9 @@ class ViewState:
             dim=1,
         )  # (1, K, H, W)
         best = true_class.argmax(dim=1)  # (1, H, W)
-        weights = upsample(output.gate_weights[i : i + 1].float(), size)
+        weights = output.gate_weights[i : i + 1].float()
+        if weights.shape[-2:] != (1, 1):  # per-pixel weights; image-level ones broadcast
+            weights = upsample(weights, size)
         favourite = weights.expand_as(true_class).argmax(dim=1)
         hist = score_histograms(entropy, favourite != best, self.edges, valid)
         self.routing_pixels = _add(self.routing_pixels, hist)
