@@ -33,6 +33,7 @@ from rcl_interfaces.msg import (
     ParameterDescriptor,
     SetParametersResult,
 )
+from rclpy.context import Context
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
@@ -558,6 +559,19 @@ class SegmenterNode(Node):
         super().destroy_node()
 
 
+SHUTDOWN_GRACE_S = 1.0
+
+
+def _shuts_down_within(context: Context, seconds: float) -> bool:
+    """Whether ``context`` is (or within ``seconds`` becomes) shut down."""
+    deadline = time.monotonic() + seconds
+    while context.ok():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
 def main(args: list[str] | None = None) -> int:
     """Run the node until Ctrl-C; exit status 1 with one clear line if it cannot start."""
     rclpy.init(args=args)
@@ -570,10 +584,11 @@ def main(args: list[str] | None = None) -> int:
         try:
             rclpy.spin(node)
         except Exception:
-            if rclpy.ok():
+            # Ctrl-C shuts the context down from rclpy's signal handler; a message take
+            # racing it raises instead of ExternalShutdownException, sometimes just before
+            # the shutdown is visible. Stopping is right then; any other error is raised.
+            if not _shuts_down_within(node.context, SHUTDOWN_GRACE_S):
                 raise
-            # Ctrl-C shut the context down while a message was being taken; rclpy then
-            # raises from the take instead of ExternalShutdownException. Stopping is right.
         finally:
             node.destroy_node()
     except (KeyboardInterrupt, ExternalShutdownException):

@@ -174,3 +174,19 @@ def test_cli_builds_and_demo_says_ros_is_missing_without_rclpy() -> None:
     assert result.returncode == 2, result.stderr
     assert "rclpy" in result.stderr and "is not installed" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_take_error_counts_as_ctrl_c_only_if_the_context_shuts_down() -> None:
+    from moe_perception.ros.node import _shuts_down_within
+
+    class Context:
+        def __init__(self, ok_calls: int) -> None:
+            self.ok_calls = ok_calls
+
+        def ok(self) -> bool:
+            self.ok_calls -= 1
+            return self.ok_calls >= 0
+
+    assert _shuts_down_within(Context(0), 0.5)  # already shut down
+    assert _shuts_down_within(Context(3), 0.5)  # shut down a moment later
+    assert not _shuts_down_within(Context(10**9), 0.05)  # a real error: still running
